@@ -1,0 +1,31 @@
+//! tandem's admin API: JSON under `/api/v1`, Prometheus `/metrics`, `/healthz`.
+//!
+//! A read-only window on the live [`tandem_balance::Topology`]. Every response is built from
+//! the data plane's own atomics at request time, so there is no second copy of any state to
+//! drift, and serving the API costs the data plane nothing but a few relaxed loads.
+//!
+//! ```no_run
+//! # async fn run(topology: std::sync::Arc<tandem_balance::Topology>) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! let state = Arc::new(tandem_admin::AdminState::new(topology, Vec::new(), env!("CARGO_PKG_VERSION")));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9900").await?;
+//! let (stop, stopped) = tokio::sync::watch::channel(false);
+//! let server = tokio::spawn(tandem_admin::serve(listener, state, stopped));
+//! // ... later:
+//! let _ = stop.send(true);
+//! # let _ = server.await;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`router`] maps a request to a response with no I/O, [`view`] holds the JSON
+//! shapes, [`metrics`] the Prometheus collector, [`server`] the hyper shell, [`time`] RFC 3339.
+
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod time;
+pub mod view;
+
+pub use server::serve;
+pub use state::{mode_name, AdminState, ServiceInfo};

@@ -1,0 +1,236 @@
+//! `/metrics`: the live counters in the OpenMetrics text format.
+//!
+//! A custom [`Collector`] reads the data plane's atomics at scrape time. There is no metric
+//! object per backend to keep up to date and no global registry: the proxies count once, in
+//! `BackendStats`, and this module only formats what it finds. A reload that replaces pools
+//! therefore needs no metric bookkeeping either.
+//!
+//! Every backend series carries `pool`, `backend` (the address as configured, `ip:port` or
+//! `[v6]:port`) and `role` (`primary`, `backup`, or `sorry` for the pool's sorry server, which
+//! is counted like a backend so its traffic is visible). See `docs/metrics.md` for the list.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+use tandem_balance::{BackendRuntime, Health, PoolRuntime, Topology};
+
+/// `Content-Type` of the exposition. Prometheus picks its parser from this header; the
+/// OpenMetrics parser is the one that understands the `info` type, `# UNIT` and `# EOF`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Formats a [`Topology`] (and process facts) on each scrape.
+#[derive(Debug)]
+pub(crate) struct TopologyCollector {
+    pub topology: Arc<Topology>,
+    pub started: SystemTime,
+    pub version: &'static str,
+}
+
+/// One backend series' labels plus the backend to read.
+struct Row<'a> {
+    pool: &'a str,
+    backend: String,
+    role: &'static str,
+    runtime: &'a BackendRuntime,
+}
+
+impl Row<'_> {
+    fn labels(&self) -> [(&str, &str); 3] {
+        [
+            ("pool", self.pool),
+            ("backend", self.backend.as_str()),
+            ("role", self.role),
+        ]
+    }
+}
+
+fn rows(topology: &Topology) -> Vec<Row<'_>> {
+    let mut rows = Vec::new();
+    for pool in &topology.pools {
+        for b in &pool.backends {
+            rows.push(Row {
+                pool: &pool.name,
+                backend: b.address.to_string(),
+                role: if b.backup { "backup" } else { "primary" },
+                runtime: b,
+            });
+        }
+        if let Some(s) = &pool.sorry {
+            rows.push(Row {
+                pool: &pool.name,
+                backend: s.address.to_string(),
+                role: "sorry",
+                runtime: s,
+            });
+        }
+    }
+    rows
+}
+
+/// Backends the scheduler may pick right now: primary or backup, not down, weight > 0 — the
+/// same filter the pool's selection snapshot is built with. The sorry server is not counted:
+/// 0 here means the pool is serving from its sorry server, or failing.
+pub fn eligible_backends(pool: &PoolRuntime) -> usize {
+    pool.backends
+        .iter()
+        .filter(|b| b.weight > 0 && b.health().eligible())
+        .count()
+}
+
+fn gauge<V: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[Row<'_>],
+    value: impl Fn(&BackendRuntime) -> V,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for r in rows {
+        m.encode_family(&r.labels())?
+            .encode_gauge(&value(r.runtime))?;
+    }
+    Ok(())
+}
+
+/// `name` without `_total`: the OpenMetrics encoder appends it to counter samples.
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[Row<'_>],
+    value: impl Fn(&BackendRuntime) -> u64,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for r in rows {
+        m.encode_family(&r.labels())?
+            .encode_counter::<NoLabelSet, u64, u64>(&value(r.runtime), None)?;
+    }
+    Ok(())
+}
+
+impl Collector for TopologyCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let relaxed = Ordering::Relaxed;
+        enc.encode_descriptor(
+            "tandem_build",
+            "tandem's version; always 1 (join on `version`).",
+            None,
+            MetricType::Info,
+        )?
+        .encode_info(&[("version", self.version)])?;
+
+        let seconds = Unit::Seconds;
+        let start = match self.started.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        enc.encode_descriptor(
+            "tandem_start_time",
+            "When this tandem process started, seconds since the Unix epoch.",
+            Some(&seconds),
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&start)?;
+
+        let rows = rows(&self.topology);
+        gauge(
+            &mut enc,
+            "tandem_backend_up",
+            "1 if the last health verdict was up, else 0 (down, or unknown: not decided yet).",
+            &rows,
+            |b| u32::from(b.health() == Health::Up),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "tandem_backend_state",
+                "Health state as a state set: 1 for the current state, 0 for the others.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in &rows {
+                let current = r.runtime.health();
+                for state in [Health::Up, Health::Down, Health::Unknown] {
+                    let [pool, backend, role] = r.labels();
+                    let labels = [pool, backend, role, ("state", state.as_str())];
+                    m.encode_family(&labels)?
+                        .encode_gauge(&u32::from(current == state))?;
+                }
+            }
+        }
+        gauge(
+            &mut enc,
+            "tandem_backend_active",
+            "In flight now: open connections (tcp) or requests (http).",
+            &rows,
+            |b| b.stats.active.load(relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "tandem_backend_requests",
+            "Connections (tcp) or requests (http) sent to the backend.",
+            &rows,
+            |b| b.stats.total.load(relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "tandem_backend_failures",
+            "Connect failures, timeouts, resets and invalid responses from the backend.",
+            &rows,
+            |b| b.stats.failures.load(relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "tandem_backend_bytes_in",
+            "Bytes tandem sent to the backend (client to backend direction).",
+            &rows,
+            |b| b.stats.bytes_in.load(relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "tandem_backend_bytes_out",
+            "Bytes tandem received from the backend (backend to client direction).",
+            &rows,
+            |b| b.stats.bytes_out.load(relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "tandem_backend_weight",
+            "Configured weight; 0 = receives no new traffic.",
+            &rows,
+            |b| b.weight,
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "tandem_backend_latency_ewma",
+                "Peak-EWMA response time used by the ewma scheduler; absent until measured.",
+                Some(&seconds),
+                MetricType::Gauge,
+            )?;
+            for r in &rows {
+                let ns = r.runtime.stats.latency_ewma_ns.load(relaxed);
+                if ns > 0 {
+                    m.encode_family(&r.labels())?
+                        .encode_gauge(&(ns as f64 / 1e9))?;
+                }
+            }
+        }
+
+        let mut m = enc.encode_descriptor(
+            "tandem_pool_backends_eligible",
+            "Primary and backup backends the scheduler may pick (not down, weight > 0).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for pool in &self.topology.pools {
+            m.encode_family(&[("pool", pool.name.as_str())])?
+                .encode_gauge(&(eligible_backends(pool) as u64))?;
+        }
+        Ok(())
+    }
+}

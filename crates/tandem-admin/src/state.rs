@@ -1,0 +1,92 @@
+//! What the admin server shows: the live [`Topology`] plus a few facts fixed at startup.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tandem_balance::Topology;
+use tandem_config::{Mode, Service};
+
+use crate::metrics::TopologyCollector;
+
+/// One `[[service]]` as the API lists it.
+///
+/// A display copy rather than `tandem_config::Service` itself: the API promises a small, stable
+/// set of fields, and timeouts or header limits added to the config later should not leak into
+/// the JSON contract by accident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// `"http"` or `"tcp"`, as written in the config.
+    pub mode: &'static str,
+    /// Name of the pool the service sends traffic to.
+    pub pool: String,
+}
+
+impl From<&Service> for ServiceInfo {
+    fn from(s: &Service) -> Self {
+        ServiceInfo {
+            name: s.name.clone(),
+            listen: s.listen,
+            mode: mode_name(s.mode),
+            pool: s.pool.clone(),
+        }
+    }
+}
+
+/// The config spelling of a mode. Exhaustive on purpose: a new mode must choose its name here.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Http => "http",
+        Mode::Tcp => "tcp",
+    }
+}
+
+/// Everything the admin server reads. Shared by all connections behind an `Arc`.
+///
+/// Nothing here is copied from the data plane: pools, health and counters are read from the
+/// same atomics the proxies update, at request time, so the API never lags or double-counts.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The live pools, backends, health and counters.
+    pub topology: Arc<Topology>,
+    /// When this process started; `tandem_start_time_seconds` and uptime.
+    pub started: SystemTime,
+    /// tandem's version, for `tandem_build_info` (the binary passes `env!("CARGO_PKG_VERSION")`).
+    pub version: &'static str,
+    /// The configured services, for `/api/v1/services`.
+    pub services: Vec<ServiceInfo>,
+}
+
+impl AdminState {
+    /// State for a process that starts now.
+    pub fn new(topology: Arc<Topology>, services: Vec<ServiceInfo>, version: &'static str) -> Self {
+        AdminState {
+            topology,
+            started: SystemTime::now(),
+            version,
+            services,
+        }
+    }
+
+    /// The OpenMetrics text for one scrape, read from the live counters now.
+    ///
+    /// prometheus-client's text encoder only takes a `Registry`, so each scrape builds a
+    /// throwaway one holding just a [`TopologyCollector`] (two small allocations). Nothing is
+    /// registered long-term, so there is no second copy of any value to keep in sync, and the
+    /// fields of `self` stay the only source of truth.
+    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(TopologyCollector {
+            topology: Arc::clone(&self.topology),
+            started: self.started,
+            version: self.version,
+        }));
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}

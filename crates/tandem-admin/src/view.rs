@@ -1,0 +1,106 @@
+//! The JSON documents of `/api/v1`, as borrowed view structs.
+//!
+//! Views are built from the live [`Topology`] on each request and serialised at once, so the
+//! field list here *is* the API contract (documented in `docs/admin-api.md`): renaming a field
+//! is a breaking change, adding one is not.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+use tandem_balance::{BackendRuntime, PoolRuntime, Topology};
+
+use crate::metrics::eligible_backends;
+use crate::state::ServiceInfo;
+use crate::time::rfc3339;
+
+/// `GET /api/v1/pools`
+#[derive(Debug, Serialize)]
+pub struct PoolsView<'a> {
+    pub pools: Vec<PoolView<'a>>,
+}
+
+/// One pool: `GET /api/v1/pools/{name}` and an element of `pools`.
+#[derive(Debug, Serialize)]
+pub struct PoolView<'a> {
+    pub name: &'a str,
+    pub scheduler: &'static str,
+    pub sorry_server: Option<SocketAddr>,
+    /// Same as the `tandem_pool_backends_eligible` metric.
+    pub backends_eligible: usize,
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend with its health and counters.
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+    pub max_connections: Option<u32>,
+    /// `up`, `down` or `unknown`.
+    pub state: &'static str,
+    /// When `state` last changed; null until the first verdict.
+    pub since: Option<String>,
+    /// When a check last completed; null until then.
+    pub last_check: Option<String>,
+    /// What the last check saw, in words.
+    pub reason: String,
+    pub active: u32,
+    pub total: u64,
+    pub failures: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Peak-EWMA response time; null until a response has been timed (tcp pools never are).
+    pub latency_ewma_ms: Option<f64>,
+}
+
+/// `GET /api/v1/services`
+#[derive(Debug, Serialize)]
+pub struct ServicesView<'a> {
+    pub services: &'a [ServiceInfo],
+}
+
+impl<'a> PoolsView<'a> {
+    pub fn new(topology: &'a Topology) -> Self {
+        PoolsView {
+            pools: topology.pools.iter().map(|p| PoolView::new(p)).collect(),
+        }
+    }
+}
+
+impl<'a> PoolView<'a> {
+    pub fn new(pool: &'a PoolRuntime) -> Self {
+        PoolView {
+            name: &pool.name,
+            scheduler: pool.scheduler.name(),
+            sorry_server: pool.sorry.as_ref().map(|s| s.address),
+            backends_eligible: eligible_backends(pool),
+            backends: pool.backends.iter().map(|b| BackendView::new(b)).collect(),
+        }
+    }
+}
+
+impl BackendView {
+    pub fn new(b: &BackendRuntime) -> Self {
+        let relaxed = Ordering::Relaxed;
+        let detail = b.detail();
+        let ewma_ns = b.stats.latency_ewma_ns.load(relaxed);
+        BackendView {
+            address: b.address,
+            weight: b.weight,
+            backup: b.backup,
+            max_connections: b.max_connections,
+            state: b.health().as_str(),
+            since: detail.since.map(rfc3339),
+            last_check: detail.last_check.map(rfc3339),
+            reason: detail.reason,
+            active: b.stats.active.load(relaxed),
+            total: b.stats.total.load(relaxed),
+            failures: b.stats.failures.load(relaxed),
+            bytes_in: b.stats.bytes_in.load(relaxed),
+            bytes_out: b.stats.bytes_out.load(relaxed),
+            latency_ewma_ms: (ewma_ns > 0).then(|| ewma_ns as f64 / 1e6),
+        }
+    }
+}

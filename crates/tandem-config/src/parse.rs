@@ -1,0 +1,986 @@
+//! TOML text → validated [`Config`], collecting every problem on the way.
+//!
+//! We walk the spanned document tree (`toml::de::DeTable`) by hand instead of deriving
+//! `Deserialize`: serde stops at the first error and knows nothing of "did you mean", while an
+//! operator running `tandem check` wants the whole list, each with a line, a column and a key
+//! path they can search for. When a value is bad we record the error, substitute the default
+//! and keep going; the substituted values never escape because any error fails the whole parse.
+//!
+//! Checks that relate two values (timeout vs interval, duplicate names, a service's pool) only
+//! run when both values parsed, so one typo never causes a cascade of follow-on errors.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::address::parse_socket_addr;
+use crate::duration::parse_duration;
+use crate::model::*;
+use crate::position::LineIndex;
+use crate::suggest::closest;
+use crate::{ConfigError, ConfigErrors};
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Marker: the problem has been recorded in [`Cx::errors`]; the caller just stops using the value.
+struct Reported;
+
+type R<T> = Result<T, Reported>;
+
+/// Where errors go while walking one file.
+struct Cx<'s> {
+    file: &'s str,
+    lines: LineIndex<'s>,
+    errors: Vec<ConfigError>,
+}
+
+impl Cx<'_> {
+    fn error(&mut self, at: usize, key: &str, message: impl Into<String>) -> Reported {
+        let (line, col) = self.lines.position(at);
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            col,
+            key: key.to_string(),
+            message: message.into(),
+        });
+        Reported
+    }
+
+    fn line(&self, at: usize) -> usize {
+        self.lines.position(at).0
+    }
+}
+
+pub(crate) fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let mut cx = Cx {
+        file,
+        lines: LineIndex::new(src),
+        errors: Vec::new(),
+    };
+    let (root, syntax_errors) = DeTable::parse_recoverable(src);
+    if syntax_errors.is_empty() {
+        let config = config(&mut cx, root.get_ref());
+        if cx.errors.is_empty() {
+            return Ok(config);
+        }
+    } else {
+        // The recovered tree of a broken file has holes; validating it would bury the real
+        // problem under "missing key" noise. Syntax first, the rest on the next run.
+        for e in &syntax_errors {
+            let span = e.span().unwrap_or(0..0);
+            let mut message = e.message().to_string();
+            // toml says only "duplicate key"; name it, since the position alone may point into
+            // a long table header.
+            if message == "duplicate key" {
+                if let Some(k) = src.get(span.clone()).filter(|k| !k.is_empty()) {
+                    message = format!("duplicate key `{k}`");
+                }
+            }
+            cx.error(span.start, "(syntax)", message);
+        }
+    }
+    // Maps iterate in key order, not file order: sort so the report reads top to bottom.
+    cx.errors.sort_by_key(|e| (e.line, e.col));
+    Err(ConfigErrors(cx.errors))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables and scalar values
+
+/// A table being read: its keys, where it starts (for "missing key" errors) and its path.
+struct Table<'a, 'i> {
+    map: &'a DeTable<'i>,
+    at: usize,
+    path: String,
+    /// How the table is written, for messages: `[runtime]`, `[[pool]]`, `health`...
+    what: &'static str,
+    /// Known keys that [`Table::check_keys`] suggested for a misspelt key. If one of them is
+    /// required and missing, the typo already explains it: no second error.
+    suggested: Vec<&'static str>,
+}
+
+impl<'a, 'i> Table<'a, 'i> {
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value<'i>> {
+        self.map.get(key)
+    }
+
+    /// Where `key` itself is written (for errors about the key rather than its value).
+    fn key_at(&self, key: &str) -> Option<usize> {
+        self.map.get_key_value(key).map(|(k, _)| k.span().start)
+    }
+
+    /// Report every key not in `known`, suggesting the closest known one.
+    fn check_keys(&mut self, cx: &mut Cx, known: &[&'static str]) {
+        for (key, _) in self.map.iter() {
+            let name: &str = key.get_ref();
+            if known.contains(&name) {
+                continue;
+            }
+            let path = self.key_path(name);
+            if let Some((_, why)) = PLANNED.iter().find(|(p, _)| *p == path) {
+                cx.error(key.span().start, &path, *why);
+                continue;
+            }
+            let message = match closest(name, known.iter().copied()) {
+                Some(k) => {
+                    self.suggested.push(k);
+                    format!("unknown key `{name}`; did you mean `{k}`?")
+                }
+                None => format!(
+                    "unknown key `{name}` in {}; known keys: {}",
+                    self.what,
+                    known.join(", ")
+                ),
+            };
+            cx.error(key.span().start, &path, message);
+        }
+    }
+
+    /// An optional key: `Ok(None)` when absent, `Err` when present but invalid (reported).
+    fn opt<T>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        read: impl FnOnce(&mut Cx, &str, &'a Value<'i>) -> R<T>,
+    ) -> R<Option<T>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => read(cx, &self.key_path(key), v).map(Some),
+        }
+    }
+
+    /// A required key; its absence is reported at the start of this table.
+    fn req<T>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        read: impl FnOnce(&mut Cx, &str, &'a Value<'i>) -> R<T>,
+    ) -> R<T> {
+        match self.get(key) {
+            None if self.suggested.contains(&key) => Err(Reported),
+            None => Err(cx.error(
+                self.at,
+                &self.key_path(key),
+                format!("missing required key `{key}` in {}", self.what),
+            )),
+            Some(v) => read(cx, &self.key_path(key), v),
+        }
+    }
+}
+
+/// The value, or `default` when absent or invalid (invalid is already reported).
+fn or<T>(r: R<Option<T>>, default: T) -> T {
+    r.ok().flatten().unwrap_or(default)
+}
+
+fn kind_of(v: &DeValue) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn wrong_type(cx: &mut Cx, path: &str, v: &Value, expected: &str) -> Reported {
+    cx.error(
+        v.span().start,
+        path,
+        format!("expected {expected}, found {}", kind_of(v.get_ref())),
+    )
+}
+
+fn string<'a>(cx: &mut Cx, path: &str, v: &'a Value) -> R<&'a str> {
+    match v.get_ref() {
+        DeValue::String(s) => Ok(s),
+        _ => Err(wrong_type(cx, path, v, "a string")),
+    }
+}
+
+fn boolean(cx: &mut Cx, path: &str, v: &Value) -> R<bool> {
+    match v.get_ref() {
+        DeValue::Boolean(b) => Ok(*b),
+        _ => Err(wrong_type(cx, path, v, "a boolean (true or false)")),
+    }
+}
+
+/// An integer in `min..=max`.
+fn integer(cx: &mut Cx, path: &str, v: &Value, min: i128, max: i128) -> R<i128> {
+    let DeValue::Integer(i) = v.get_ref() else {
+        return Err(wrong_type(cx, path, v, "an integer"));
+    };
+    let n = i128::from_str_radix(i.as_str(), i.radix()).ok();
+    match n {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        _ => {
+            let shown = i.to_string();
+            let range = if max >= i128::from(u32::MAX) {
+                format!("must be at least {min}")
+            } else {
+                format!("must be between {min} and {max}")
+            };
+            Err(cx.error(v.span().start, path, format!("{range}, got {shown}")))
+        }
+    }
+}
+
+/// An integer that must fit a `u32` and be at least `min`.
+fn u32_at_least(cx: &mut Cx, path: &str, v: &Value, min: u32) -> R<u32> {
+    let n = integer(cx, path, v, i128::from(min), i128::from(u32::MAX))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+fn duration(cx: &mut Cx, path: &str, v: &Value) -> R<Duration> {
+    let DeValue::String(s) = v.get_ref() else {
+        return Err(wrong_type(
+            cx,
+            path,
+            v,
+            "a duration string such as \"2s\" or \"500ms\"",
+        ));
+    };
+    parse_duration(s).map_err(|m| cx.error(v.span().start, path, m))
+}
+
+/// Whether port 0 ("any free port") makes sense for this address.
+#[derive(Clone, Copy, PartialEq)]
+enum Port0 {
+    /// Listeners: the OS picks a port; handy in tests.
+    Allowed,
+    /// Backends and the sorry server: we must connect to a real port.
+    Rejected,
+}
+
+fn address(cx: &mut Cx, path: &str, v: &Value, port0: Port0) -> R<SocketAddr> {
+    let DeValue::String(s) = v.get_ref() else {
+        return Err(wrong_type(
+            cx,
+            path,
+            v,
+            "an address string such as \"127.0.0.1:8080\"",
+        ));
+    };
+    let addr = parse_socket_addr(s).map_err(|m| cx.error(v.span().start, path, m))?;
+    if port0 == Port0::Rejected && addr.port() == 0 {
+        return Err(cx.error(
+            v.span().start,
+            path,
+            format!(
+                "port 0 is not allowed here; write the port the backend listens on, e.g. \"{}\"",
+                SocketAddr::new(addr.ip(), 8080)
+            ),
+        ));
+    }
+    Ok(addr)
+}
+
+/// Names appear in metrics labels, URLs of the admin API and log lines, so they are kept to
+/// characters that need no quoting anywhere.
+fn name(cx: &mut Cx, path: &str, v: &Value) -> R<String> {
+    let s = string(cx, path, v)?;
+    if valid_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(cx.error(
+            v.span().start,
+            path,
+            format!("invalid name \"{s}\"; use 1 to 64 letters, digits, `-`, `_` or `.`"),
+        ))
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn table<'a, 'i>(
+    cx: &mut Cx,
+    path: &str,
+    v: &'a Value<'i>,
+    what: &'static str,
+) -> R<Table<'a, 'i>> {
+    match v.get_ref() {
+        DeValue::Table(map) => Ok(Table {
+            map,
+            at: v.span().start,
+            path: path.to_string(),
+            what,
+            suggested: Vec::new(),
+        }),
+        _ => Err(wrong_type(cx, path, v, "a table")),
+    }
+}
+
+/// `[[name]]` tables (or an array of inline tables, which TOML treats the same).
+fn array_of_tables<'a, 'i>(
+    cx: &mut Cx,
+    path: &str,
+    v: &'a Value<'i>,
+    hint: &str,
+) -> R<&'a [Value<'i>]> {
+    match v.get_ref() {
+        DeValue::Array(a) => Ok(a),
+        _ => Err(wrong_type(
+            cx,
+            path,
+            v,
+            &format!("an array of tables ({hint})"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema
+
+const ROOT_KEYS: &[&str] = &["runtime", "admin", "pool", "service"];
+/// Keys shown in the design but not implemented yet: say "planned", not "misspelt".
+const PLANNED: &[(&str, &str)] = &[("vrrp", "[[vrrp]] is not supported yet; remove it for now")];
+const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout"];
+const ADMIN_KEYS: &[&str] = &["listen"];
+const POOL_KEYS: &[&str] = &[
+    "name",
+    "scheduler",
+    "sorry_server",
+    "health",
+    "backends",
+    "queue_timeout",
+];
+const BACKEND_KEYS: &[&str] = &["address", "weight", "backup", "max_connections"];
+const HEALTH_KEYS: &[&str] = &[
+    "kind",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "port",
+    "method",
+    "path",
+    "host",
+    "expect_status",
+];
+const HEALTH_HTTP_ONLY: &[&str] = &["method", "path", "host", "expect_status"];
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "mode",
+    "pool",
+    "connect_timeout",
+    "header_timeout",
+    "response_timeout",
+    "idle_timeout",
+    "max_header_size",
+];
+const SERVICE_HTTP_ONLY: &[&str] = &["header_timeout", "response_timeout", "max_header_size"];
+
+/// Stands in for an address that failed to parse; never returned, since that error fails the
+/// whole parse.
+const PLACEHOLDER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// Upper bound on `workers`: far above any real machine, low enough to catch a typo'd
+/// `workers = 80000` before it spawns that many threads.
+const MAX_WORKERS: i128 = 1024;
+
+fn config(cx: &mut Cx, root: &DeTable) -> Config {
+    let mut root = Table {
+        map: root,
+        at: 0,
+        path: String::new(),
+        what: "the top level",
+        suggested: Vec::new(),
+    };
+    root.check_keys(cx, ROOT_KEYS);
+
+    let runtime = root
+        .get("runtime")
+        .map(|v| runtime(cx, v))
+        .unwrap_or_default();
+    let (admin, admin_at) = match root.get("admin") {
+        Some(v) => admin(cx, v),
+        None => (Ok(Admin::default()), None),
+    };
+    let pools = match root.get("pool") {
+        Some(v) => pools(cx, v),
+        None => Vec::new(),
+    };
+    let services = match root.get("service") {
+        Some(v) => services(
+            cx,
+            v,
+            &pools,
+            admin.as_ref().ok().map(|a| (a.listen, admin_at)),
+        ),
+        None => Vec::new(),
+    };
+    Config {
+        runtime,
+        admin: admin.unwrap_or_default(),
+        pools: pools.into_iter().map(|p| p.pool).collect(),
+        services,
+    }
+}
+
+fn runtime(cx: &mut Cx, v: &Value) -> Runtime {
+    let d = Runtime::default();
+    let Ok(mut t) = table(cx, "runtime", v, "[runtime]") else {
+        return d;
+    };
+    t.check_keys(cx, RUNTIME_KEYS);
+    let workers = t
+        .opt(cx, "workers", |cx, p, v| integer(cx, p, v, 1, MAX_WORKERS))
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok());
+    Runtime {
+        workers,
+        drain_timeout: or(t.opt(cx, "drain_timeout", duration), d.drain_timeout),
+    }
+}
+
+/// The admin settings and where `listen` is written (for conflict messages).
+fn admin(cx: &mut Cx, v: &Value) -> (R<Admin>, Option<usize>) {
+    let mut t = match table(cx, "admin", v, "[admin]") {
+        Ok(t) => t,
+        Err(e) => return (Err(e), None),
+    };
+    t.check_keys(cx, ADMIN_KEYS);
+    let at = t.get("listen").map(|v| v.span().start);
+    let listen = t
+        .opt(cx, "listen", |cx, p, v| address(cx, p, v, Port0::Allowed))
+        .map(|l| Admin {
+            listen: l.unwrap_or(Admin::default().listen),
+        });
+    (listen, at)
+}
+
+/// A pool as parsed; `name` is `None` when it was missing or invalid, so services naming a
+/// pool that *is* there but broken are not also told the pool does not exist.
+struct ParsedPool {
+    name: Option<String>,
+    pool: Pool,
+}
+
+fn pools(cx: &mut Cx, v: &Value) -> Vec<ParsedPool> {
+    let Ok(items) = array_of_tables(cx, "pool", v, "write each pool as [[pool]]") else {
+        return Vec::new();
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Ok(mut t) = table(cx, &format!("pool[{i}]"), item, "[[pool]]") else {
+            continue;
+        };
+        let pool_name = named(cx, &mut t, "pool", POOL_KEYS, &mut seen);
+        let pool = pool(cx, &t, pool_name.clone().unwrap_or_default());
+        out.push(ParsedPool {
+            name: pool_name,
+            pool,
+        });
+    }
+    out
+}
+
+/// Read the `name` of a `[[pool]]` or `[[service]]`, check it is unique and the table's other
+/// keys are known, and give the table its readable path (`pool[web]`). The first table of a
+/// name gets that path; later duplicates keep their index (`pool[1]`) so every error still
+/// points at one table unambiguously. Returns the name if it is valid, duplicate or not.
+fn named(
+    cx: &mut Cx,
+    t: &mut Table,
+    kind: &str,
+    known: &[&'static str],
+    seen: &mut HashMap<String, usize>,
+) -> Option<String> {
+    let peek = t.get("name").and_then(|v| match v.get_ref() {
+        DeValue::String(s) if valid_name(s) && !seen.contains_key(s.as_ref()) => {
+            Some(s.to_string())
+        }
+        _ => None,
+    });
+    if let Some(n) = peek {
+        t.path = format!("{kind}[{n}]");
+    }
+    // Keys before `name` itself, so a misspelt `nmae` is one error, not two.
+    t.check_keys(cx, known);
+    let n = t.req(cx, "name", name).ok()?;
+    let at = t.get("name").map(|v| v.span().start).unwrap_or(t.at);
+    if let Some(&first) = seen.get(&n) {
+        let line = cx.line(first);
+        cx.error(
+            at,
+            &t.key_path("name"),
+            format!("duplicate {kind} name `{n}`; first defined on line {line}"),
+        );
+    } else {
+        seen.insert(n.clone(), at);
+    }
+    Some(n)
+}
+
+fn pool(cx: &mut Cx, t: &Table, name: String) -> Pool {
+    let scheduler = t.opt(cx, "scheduler", |cx, p, v| {
+        let s = string(cx, p, v)?;
+        SchedulerKind::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = SchedulerKind::ALL.iter().map(|(n, _)| *n).collect();
+            let hint = match closest(s, names.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`? "),
+                None => String::new(),
+            };
+            cx.error(
+                v.span().start,
+                p,
+                format!(
+                    "unknown scheduler `{s}`; {hint}valid schedulers: {}",
+                    names.join(", ")
+                ),
+            )
+        })
+    });
+    let sorry_server = t
+        .opt(cx, "sorry_server", |cx, p, v| {
+            address(cx, p, v, Port0::Rejected)
+        })
+        .ok()
+        .flatten();
+    let health = match t.get("health") {
+        Some(v) => health(cx, &t.key_path("health"), v),
+        None => HealthCheck::default(),
+    };
+    let backends = t
+        .req(cx, "backends", |cx, p, v| Ok(backends(cx, p, v)))
+        .unwrap_or_default();
+    Pool {
+        name,
+        scheduler: or(scheduler, Pool::DEFAULT_SCHEDULER),
+        sorry_server,
+        health,
+        backends,
+        queue_timeout: or(
+            t.opt(cx, "queue_timeout", duration),
+            Pool::DEFAULT_QUEUE_TIMEOUT,
+        ),
+    }
+}
+
+fn backends(cx: &mut Cx, path: &str, v: &Value) -> Vec<Backend> {
+    let Ok(items) = array_of_tables(cx, path, v, "e.g. [{ address = \"127.0.0.1:8001\" }]") else {
+        return Vec::new();
+    };
+    if items.is_empty() {
+        cx.error(
+            v.span().start,
+            path,
+            "pool has no backends; add at least one, e.g. { address = \"127.0.0.1:8001\" }",
+        );
+        return Vec::new();
+    }
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Ok(mut t) = table(cx, &format!("{path}[{i}]"), item, "a backend") else {
+            continue;
+        };
+        t.check_keys(cx, BACKEND_KEYS);
+        let address = t.req(cx, "address", |cx, p, v| address(cx, p, v, Port0::Rejected));
+        if let (Ok(a), Some(v)) = (&address, t.get("address")) {
+            if let Some(&first) = seen.get(a) {
+                cx.error(
+                    v.span().start,
+                    &t.key_path("address"),
+                    format!("backend {a} is listed twice in this pool (first as {path}[{first}])"),
+                );
+            } else {
+                seen.insert(*a, i);
+            }
+        }
+        let weight = t.opt(cx, "weight", |cx, p, v| integer(cx, p, v, 0, 65535));
+        let backup = t.opt(cx, "backup", boolean);
+        let max_connections = t
+            .opt(cx, "max_connections", |cx, p, v| u32_at_least(cx, p, v, 1))
+            .ok()
+            .flatten();
+        out.push(Backend {
+            address: address.unwrap_or(PLACEHOLDER_ADDR),
+            weight: or(weight, 1).try_into().unwrap_or(1),
+            backup: or(backup, false),
+            max_connections,
+        });
+    }
+    out
+}
+
+fn health(cx: &mut Cx, path: &str, v: &Value) -> HealthCheck {
+    let d = HealthCheck::default();
+    let Ok(mut t) = table(cx, path, v, "the health table") else {
+        return d;
+    };
+    t.check_keys(cx, HEALTH_KEYS);
+
+    #[derive(PartialEq)]
+    enum Kind {
+        None,
+        Tcp,
+        Http,
+    }
+    let kind = t.opt(cx, "kind", |cx, p, v| {
+        let s = string(cx, p, v)?;
+        match s {
+            "none" => Ok(Kind::None),
+            "tcp" => Ok(Kind::Tcp),
+            "http" => Ok(Kind::Http),
+            _ => Err(cx.error(
+                v.span().start,
+                p,
+                format!("unknown health check kind `{s}`; valid kinds: none, tcp, http"),
+            )),
+        }
+    });
+    let kind = kind.map(|k| k.unwrap_or(Kind::Tcp));
+
+    // Keys that the chosen kind would silently ignore are errors: a user who wrote
+    // `path = "/healthz"` on a tcp check believes their endpoint is being probed.
+    let kind_name = match &kind {
+        Ok(Kind::None) => Some("none"),
+        Ok(Kind::Tcp) => Some("tcp"),
+        _ => None,
+    };
+    let not_for_kind = |cx: &mut Cx, key: &str, needs: &str| -> bool {
+        match (kind_name, t.key_at(key)) {
+            (Some(k), Some(at)) => {
+                cx.error(
+                    at,
+                    &t.key_path(key),
+                    format!("`{key}` applies only to {needs} health checks; this check is kind = \"{k}\""),
+                );
+                true
+            }
+            _ => false,
+        }
+    };
+    let mut skip = Vec::new();
+    for key in HEALTH_HTTP_ONLY {
+        if not_for_kind(cx, key, "kind = \"http\"") {
+            skip.push(*key);
+        }
+    }
+    if kind_name == Some("none") && not_for_kind(cx, "port", "tcp and http") {
+        skip.push("port");
+    }
+    let get = |key: &str| !skip.contains(&key);
+
+    let interval = t.opt(cx, "interval", duration);
+    let timeout = t.opt(cx, "timeout", duration);
+    let rise = or(
+        t.opt(cx, "rise", |cx, p, v| u32_at_least(cx, p, v, 1)),
+        d.rise,
+    );
+    let fall = or(
+        t.opt(cx, "fall", |cx, p, v| u32_at_least(cx, p, v, 1)),
+        d.fall,
+    );
+    let port = if get("port") {
+        t.opt(cx, "port", |cx, p, v| integer(cx, p, v, 1, 65535))
+            .ok()
+            .flatten()
+            .and_then(|n| u16::try_from(n).ok())
+    } else {
+        None
+    };
+
+    let interval_v = interval
+        .as_ref()
+        .ok()
+        .copied()
+        .flatten()
+        .unwrap_or(d.interval);
+    if let (Ok(Some(timeout)), Ok(_)) = (&timeout, &interval) {
+        if *timeout > interval_v {
+            let default = if matches!(interval, Ok(None)) {
+                ", the default"
+            } else {
+                ""
+            };
+            cx.error(
+                t.get("timeout").map(|v| v.span().start).unwrap_or(t.at),
+                &t.key_path("timeout"),
+                format!("timeout ({timeout:?}) must not exceed interval ({interval_v:?}{default})"),
+            );
+        }
+    }
+    // An absent timeout adapts to a short interval rather than failing the check above.
+    let timeout_v = or(timeout, d.timeout.min(interval_v));
+
+    let kind = match kind {
+        Ok(Kind::None) => HealthKind::None,
+        Ok(Kind::Http) => {
+            let method = or(t.opt(cx, "method", method), "GET".to_string());
+            let path = or(t.opt(cx, "path", http_path), "/".to_string());
+            let host = t.opt(cx, "host", host).ok().flatten();
+            let expect_status = or(
+                t.opt(cx, "expect_status", |cx, p, v| {
+                    let s = string(cx, p, v)?;
+                    StatusSet::parse(s).map_err(|m| cx.error(v.span().start, p, m))
+                }),
+                StatusSet::default(),
+            );
+            HealthKind::Http {
+                method,
+                path,
+                host,
+                expect_status,
+                port,
+            }
+        }
+        Ok(Kind::Tcp) | Err(_) => HealthKind::Tcp { port },
+    };
+    HealthCheck {
+        kind,
+        interval: interval_v,
+        timeout: timeout_v,
+        rise,
+        fall,
+    }
+}
+
+/// An HTTP method token (RFC 9110 `token`): `GET`, `HEAD`, or an extension method.
+fn method(cx: &mut Cx, path: &str, v: &Value) -> R<String> {
+    let s = string(cx, path, v)?;
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !s.is_empty() && s.bytes().all(tchar) {
+        Ok(s.to_string())
+    } else {
+        Err(cx.error(
+            v.span().start,
+            path,
+            format!("invalid HTTP method \"{s}\"; write e.g. \"GET\" or \"HEAD\""),
+        ))
+    }
+}
+
+fn http_path(cx: &mut Cx, path: &str, v: &Value) -> R<String> {
+    let s = string(cx, path, v)?;
+    if s.starts_with('/')
+        && !s
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        Ok(s.to_string())
+    } else {
+        Err(cx.error(
+            v.span().start,
+            path,
+            format!("invalid path \"{s}\"; it must start with `/` and contain no spaces, e.g. \"/healthz\""),
+        ))
+    }
+}
+
+fn host(cx: &mut Cx, path: &str, v: &Value) -> R<String> {
+    let s = string(cx, path, v)?;
+    if !s.is_empty()
+        && !s
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'/')
+    {
+        Ok(s.to_string())
+    } else {
+        Err(cx.error(
+            v.span().start,
+            path,
+            format!("invalid host \"{s}\"; write a host name such as \"www.example.com\""),
+        ))
+    }
+}
+
+/// Who already listens where, for conflict messages.
+struct Listener {
+    addr: SocketAddr,
+    at: Option<usize>,
+    owner: String,
+}
+
+/// Two listeners that could not both bind: the same address, or the same port where one is
+/// the unspecified address of the same family (`0.0.0.0:80` takes every IPv4 `:80`). Port 0
+/// never conflicts: each listener gets its own free port.
+fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+fn services(
+    cx: &mut Cx,
+    v: &Value,
+    pools: &[ParsedPool],
+    admin: Option<(SocketAddr, Option<usize>)>,
+) -> Vec<Service> {
+    let Ok(items) = array_of_tables(cx, "service", v, "write each service as [[service]]") else {
+        return Vec::new();
+    };
+    let mut pool_names: Vec<&str> = Vec::new();
+    for name in pools.iter().filter_map(|p| p.name.as_deref()) {
+        if !pool_names.contains(&name) {
+            pool_names.push(name);
+        }
+    }
+    // A pool with a broken name still exists as far as services are concerned (see ParsedPool).
+    let broken_pools = pools.iter().any(|p| p.name.is_none());
+    let mut listeners: Vec<Listener> = admin
+        .map(|(addr, at)| Listener {
+            addr,
+            at,
+            owner: match at {
+                Some(_) => "the admin API".to_string(),
+                None => "the admin API (its default; set [admin] listen to move it)".to_string(),
+            },
+        })
+        .into_iter()
+        .collect();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Ok(mut t) = table(cx, &format!("service[{i}]"), item, "[[service]]") else {
+            continue;
+        };
+        let svc_name = named(cx, &mut t, "service", SERVICE_KEYS, &mut seen);
+
+        let listen = t.req(cx, "listen", |cx, p, v| address(cx, p, v, Port0::Allowed));
+        if let (Ok(addr), Some(v)) = (&listen, t.get("listen")) {
+            let at = v.span().start;
+            if let Some(other) = listeners.iter().find(|l| conflicts(*addr, l.addr)) {
+                let place = other
+                    .at
+                    .map(|a| format!(" on line {}", cx.line(a)))
+                    .unwrap_or_default();
+                let what = if *addr == other.addr {
+                    format!(
+                        "listen address {addr} is already used by {}{place}",
+                        other.owner
+                    )
+                } else {
+                    format!(
+                        "listen address {addr} overlaps {} of {}{place}",
+                        other.addr, other.owner
+                    )
+                };
+                cx.error(at, &t.key_path("listen"), what);
+            }
+            listeners.push(Listener {
+                addr: *addr,
+                at: Some(at),
+                owner: format!("service `{}`", svc_name.as_deref().unwrap_or("?")),
+            });
+        }
+
+        let mode = t.opt(cx, "mode", |cx, p, v| {
+            let s = string(cx, p, v)?;
+            match s {
+                "http" => Ok(Mode::Http),
+                "tcp" => Ok(Mode::Tcp),
+                "udp" => Err(cx.error(v.span().start, p, "udp mode is not supported yet")),
+                _ => Err(cx.error(
+                    v.span().start,
+                    p,
+                    format!("unknown mode `{s}`; valid modes: http, tcp"),
+                )),
+            }
+        });
+        let mode = or(mode, Mode::Http);
+
+        let pool = t.req(cx, "pool", |cx, p, v| {
+            let s = string(cx, p, v)?;
+            if pool_names.contains(&s) || broken_pools {
+                return Ok(s.to_string());
+            }
+            let hint = match closest(s, pool_names.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None if pool_names.is_empty() => "no [[pool]] is defined".to_string(),
+                None => format!("defined pools: {}", pool_names.join(", ")),
+            };
+            Err(cx.error(v.span().start, p, format!("no pool named `{s}`; {hint}")))
+        });
+
+        // A service whose pool points back at its own listener would forward every request
+        // to itself until file descriptors run out.
+        if let (Ok(pool_name), Ok(addr), Some(v)) = (&pool, &listen, t.get("pool")) {
+            let mut targets = pools
+                .iter()
+                .filter(|p| p.name.as_deref() == Some(pool_name.as_str()))
+                .flat_map(|p| {
+                    p.pool
+                        .backends
+                        .iter()
+                        .map(|b| b.address)
+                        .chain(p.pool.sorry_server)
+                });
+            if let Some(target) = targets.find(|b| conflicts(*addr, *b)) {
+                cx.error(
+                    v.span().start,
+                    &t.key_path("pool"),
+                    format!("pool `{pool_name}` sends traffic to {target}, which is this service's own listen address {addr}; requests would loop"),
+                );
+            }
+        }
+
+        let mut skip = Vec::new();
+        if mode == Mode::Tcp {
+            for key in SERVICE_HTTP_ONLY {
+                if let Some(at) = t.key_at(key) {
+                    cx.error(at, &t.key_path(key), format!("`{key}` applies only to mode = \"http\"; this service is mode = \"tcp\""));
+                    skip.push(*key);
+                }
+            }
+        }
+        let d = Timeouts::default();
+        let timeout = |cx: &mut Cx, key: &str, default: Duration| {
+            if skip.contains(&key) {
+                default
+            } else {
+                or(t.opt(cx, key, duration), default)
+            }
+        };
+        let timeouts = Timeouts {
+            connect: timeout(cx, "connect_timeout", d.connect),
+            header: timeout(cx, "header_timeout", d.header),
+            response: timeout(cx, "response_timeout", d.response),
+            idle: timeout(cx, "idle_timeout", d.idle),
+        };
+        let (lo, hi) = Service::MAX_HEADER_SIZE_RANGE;
+        let max_header_size = if skip.contains(&"max_header_size") {
+            Service::DEFAULT_MAX_HEADER_SIZE
+        } else {
+            t.opt(cx, "max_header_size", |cx, p, v| {
+                integer(cx, p, v, lo as i128, hi as i128)
+            })
+            .ok()
+            .flatten()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(Service::DEFAULT_MAX_HEADER_SIZE)
+        };
+        out.push(Service {
+            name: svc_name.unwrap_or_default(),
+            listen: listen.unwrap_or(PLACEHOLDER_ADDR),
+            mode,
+            pool: pool.unwrap_or_default(),
+            timeouts,
+            max_header_size,
+        });
+    }
+    out
+}

@@ -1,0 +1,135 @@
+//! The response body handed to hyper: either a short local message (errors) or a backend's
+//! body streamed through frame by frame, never buffered whole.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::slot::Slot;
+use crate::upstream::{Sender, Upstreams};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) enum ProxyBody {
+    Local(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+/// What a finished backend response gives back: the connection to its pool and the slot to
+/// the scheduler. Held by the body so `active` counts a request until its last byte.
+pub(crate) struct Finish {
+    pub(crate) sender: Sender,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) slot: Slot,
+}
+
+pub(crate) struct UpstreamBody {
+    inner: Incoming,
+    finish: Option<Finish>,
+    bytes: u64,
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(inner: Incoming, finish: Finish) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            finish: Some(finish),
+            bytes: 0,
+        };
+        // Empty bodies (204, 304, HEAD, Content-Length: 0) may never be polled by hyper.
+        if body.inner.is_end_stream() {
+            body.complete();
+        }
+        body
+    }
+
+    /// The body was read to its end: the connection may carry another request.
+    fn complete(&mut self) {
+        if let Some(f) = self.finish.take() {
+            f.slot
+                .backend()
+                .stats
+                .bytes_out
+                .fetch_add(self.bytes, Ordering::Relaxed);
+            f.upstreams.checkin(f.addr, f.sender);
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.complete();
+        }
+        // Dropped before the end (client went away): the connection is mid-message and is
+        // closed with the sender; only the byte count is kept.
+        if let Some(f) = self.finish.take() {
+            f.slot
+                .backend()
+                .stats
+                .bytes_out
+                .fetch_add(self.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Upstream(up) => {
+                let r = Pin::new(&mut up.inner).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            up.bytes += d.len() as u64;
+                        }
+                        if up.inner.is_end_stream() {
+                            up.complete();
+                        }
+                    }
+                    Poll::Ready(None) => up.complete(),
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(f) = up.finish.take() {
+                            f.slot
+                                .backend()
+                                .stats
+                                .failures
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+                r.map(|o| o.map(|res| res.map_err(BoxError::from)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local(d) => d.is_none(),
+            ProxyBody::Upstream(up) => up.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            ProxyBody::Local(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream(up) => up.inner.size_hint(),
+        }
+    }
+}

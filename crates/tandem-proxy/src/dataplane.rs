@@ -1,0 +1,261 @@
+//! Starting and stopping the data plane: bind every listener first (so a bad address fails
+//! before anything runs), then one thread per worker, each with its own runtime.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tandem_balance::Topology;
+use tandem_config::{Mode, Service};
+use tokio::sync::{watch, Notify};
+
+use crate::http::HttpService;
+use crate::listener;
+use crate::slot::Balancer;
+use crate::tcp::TcpService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("service `{service}`: cannot listen on {addr}: {source}")]
+    Bind {
+        service: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("service `{service}`: pool `{pool}` does not exist")]
+    UnknownPool { service: String, pool: String },
+    #[error("cannot start worker thread: {0}")]
+    Thread(io::Error),
+}
+
+/// A service whose listening sockets are bound (one per worker), not yet accepting.
+pub struct BoundService {
+    pub cfg: Service,
+    /// The address actually bound (differs from the config when it asked for port 0).
+    pub local_addr: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+}
+
+/// Bind every service's listeners for `workers` workers. Nothing is left bound on error.
+pub fn bind(services: &[Service], workers: usize) -> Result<Vec<BoundService>, DataplaneError> {
+    let workers = workers.max(1);
+    let mut out = Vec::with_capacity(services.len());
+    for svc in services {
+        let err = |source| DataplaneError::Bind {
+            service: svc.name.clone(),
+            addr: svc.listen,
+            source,
+        };
+        let first = listener::bind(svc.listen, workers > 1).map_err(err)?;
+        let local_addr = first.local_addr().map_err(err)?;
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(listener::bind(local_addr, true).map_err(err)?);
+        }
+        out.push(BoundService {
+            cfg: svc.clone(),
+            local_addr,
+            sockets,
+        });
+    }
+    Ok(out)
+}
+
+/// Open client connections of one worker, so shutdown can wait for them to finish.
+#[derive(Default)]
+struct OpenConnections {
+    count: AtomicUsize,
+    zero: Notify,
+}
+
+struct ConnectionGuard(Arc<OpenConnections>);
+
+impl OpenConnections {
+    fn enter(self: &Arc<Self>) -> ConnectionGuard {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(Arc::clone(self))
+    }
+
+    async fn drained(&self) {
+        loop {
+            let zero = self.zero.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            zero.await;
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+enum Handler {
+    Http(Arc<HttpService>),
+    Tcp(Arc<TcpService>),
+}
+
+/// The running data plane.
+pub struct Dataplane {
+    threads: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Dataplane {
+    /// Start `bound.sockets.len()` workers serving every bound service.
+    pub fn start(
+        bound: Vec<BoundService>,
+        topology: &Topology,
+        drain_timeout: Duration,
+    ) -> Result<Self, DataplaneError> {
+        let workers = bound.first().map_or(1, |b| b.sockets.len());
+        // Balancers are shared by all workers: the `max_connections` queue must see slots
+        // released on any thread.
+        let mut plans = Vec::with_capacity(bound.len());
+        for b in bound {
+            let pool = topology
+                .pool(&b.cfg.pool)
+                .ok_or_else(|| DataplaneError::UnknownPool {
+                    service: b.cfg.name.clone(),
+                    pool: b.cfg.pool.clone(),
+                })?;
+            plans.push((b.cfg, Arc::new(Balancer::new(Arc::clone(pool))), b.sockets));
+        }
+        let mut per_worker: Vec<Vec<(Service, Arc<Balancer>, std::net::TcpListener)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for (cfg, balancer, sockets) in plans {
+            for (w, s) in sockets.into_iter().enumerate() {
+                per_worker[w].push((cfg.clone(), Arc::clone(&balancer), s));
+            }
+        }
+        let (tx, rx) = watch::channel(false);
+        let mut threads = Vec::with_capacity(workers);
+        for (i, services) in per_worker.into_iter().enumerate() {
+            let rx = rx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("tandem-worker-{i}"))
+                .spawn(move || run_worker(services, rx, drain_timeout))
+                .map_err(DataplaneError::Thread)?;
+            threads.push(t);
+        }
+        Ok(Dataplane {
+            threads,
+            shutdown: tx,
+        })
+    }
+
+    /// Stop accepting, let open connections finish for up to the drain timeout, then stop.
+    /// Blocks until every worker thread has exited.
+    pub fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_worker(
+    services: Vec<(Service, Arc<Balancer>, std::net::TcpListener)>,
+    mut shutdown: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let open = Arc::new(OpenConnections::default());
+        let mut accept_loops = Vec::new();
+        for (cfg, balancer, socket) in services {
+            let listener = match tokio::net::TcpListener::from_std(socket) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(service = %cfg.name, error = %e, "cannot register listener");
+                    continue;
+                }
+            };
+            let handler = match cfg.mode {
+                Mode::Http => Handler::Http(Arc::new(HttpService::new(&cfg, balancer))),
+                Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(&cfg, balancer))),
+            };
+            accept_loops.push(tokio::spawn(accept_loop(
+                cfg.name.clone(),
+                listener,
+                handler,
+                Arc::clone(&open),
+                shutdown.clone(),
+            )));
+        }
+        crate::stopped(&mut shutdown).await;
+        for l in accept_loops {
+            let _ = l.await;
+        }
+        if tokio::time::timeout(drain_timeout, open.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = open.count.load(Ordering::Relaxed),
+                "drain timeout: closing remaining connections"
+            );
+        }
+    });
+}
+
+async fn accept_loop(
+    name: String,
+    listener: tokio::net::TcpListener,
+    handler: Handler,
+    open: Arc<OpenConnections>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = crate::stopped(&mut shutdown) => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; never stop listening.
+                tracing::warn!(service = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = open.enter();
+        match &handler {
+            Handler::Http(svc) => {
+                let svc = Arc::clone(svc);
+                let sd = shutdown.clone();
+                tokio::spawn(async move {
+                    svc.serve_connection(stream, peer, sd).await;
+                    drop(guard);
+                });
+            }
+            Handler::Tcp(svc) => {
+                let svc = Arc::clone(svc);
+                tokio::spawn(async move {
+                    svc.serve_connection(stream, peer).await;
+                    drop(guard);
+                });
+            }
+        }
+    }
+}

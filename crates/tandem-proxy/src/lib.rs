@@ -1,0 +1,25 @@
+//! tandem's data plane: listeners, HTTP (hyper) and TCP proxying over the live backend set.
+//!
+//! Thread-per-core: every worker thread runs its own current-thread tokio runtime with its own
+//! `SO_REUSEPORT` listener socket per service and its own pool of idle backend connections, so
+//! a request is accepted, scheduled, proxied and pooled on one thread without cross-thread
+//! wake-ups (what nginx and HAProxy do with processes/threads). The only shared state is the
+//! [`tandem_balance::Topology`]: an atomically swapped selection snapshot and relaxed counters.
+
+mod activity;
+mod body;
+mod dataplane;
+pub mod headers;
+mod http;
+mod listener;
+mod slot;
+mod tcp;
+mod upstream;
+
+pub use dataplane::{bind, BoundService, Dataplane, DataplaneError};
+
+/// Resolves when the shutdown flag becomes true (or its sender is gone). The watch guard is
+/// dropped inside, so callers stay `Send` across the await.
+pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}

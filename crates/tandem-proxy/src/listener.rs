@@ -1,0 +1,27 @@
+//! Listening sockets: one per worker and service, bound with `SO_REUSEPORT` so the kernel
+//! spreads new connections across workers without a shared accept lock.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+const BACKLOG: i32 = 4096;
+
+/// `reuseport` only when several workers share the address: with one worker, a second
+/// process on the same port is an error the operator must see, not a silent traffic split.
+pub(crate) fn bind(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuseport {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        // "[::]:80" must not silently also take IPv4: the operator lists each family.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

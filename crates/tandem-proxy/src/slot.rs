@@ -1,0 +1,89 @@
+//! Taking a backend for one request or connection: primaries, then backups, then the sorry
+//! server; when every eligible backend is at `max_connections`, wait briefly for a slot.
+
+use std::sync::Arc;
+
+use tandem_balance::{ActiveGuard, BackendRuntime, Pick, PoolRuntime, RequestKey};
+use tokio::sync::Notify;
+
+/// A backend slot held for the lifetime of a request (http) or connection (tcp).
+pub(crate) struct Slot {
+    guard: Option<ActiveGuard>,
+    /// Woken when the slot is released, so queued requests retry; only set when the pool has
+    /// a `max_connections` limit, so unlimited pools pay nothing.
+    released: Option<Arc<Notify>>,
+}
+
+impl Slot {
+    pub(crate) fn backend(&self) -> &Arc<BackendRuntime> {
+        // `guard` is only taken in Drop.
+        match &self.guard {
+            Some(g) => g.backend(),
+            None => unreachable!("slot used after release"),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if let Some(n) = &self.released {
+            n.notify_one();
+        }
+    }
+}
+
+pub(crate) enum Acquired {
+    Slot(Slot),
+    /// Every eligible backend stayed full for the whole queue timeout.
+    Busy,
+    /// Nothing eligible and no sorry server.
+    NoBackend,
+}
+
+/// The per-service view of a pool used by the data plane.
+pub(crate) struct Balancer {
+    pub(crate) pool: Arc<PoolRuntime>,
+    released: Option<Arc<Notify>>,
+}
+
+impl Balancer {
+    pub(crate) fn new(pool: Arc<PoolRuntime>) -> Self {
+        let limited = pool.backends.iter().any(|b| b.max_connections.is_some());
+        Balancer {
+            pool,
+            released: limited.then(|| Arc::new(Notify::new())),
+        }
+    }
+
+    pub(crate) async fn acquire(&self, key: &RequestKey) -> Acquired {
+        let deadline = tokio::time::Instant::now() + self.pool.queue_timeout;
+        loop {
+            match self.pool.pick(key) {
+                Pick::Backend(guard) => return Acquired::Slot(self.slot(guard)),
+                Pick::NoBackend => {
+                    return match self.pool.sorry.as_ref().and_then(|s| s.try_acquire()) {
+                        Some(guard) => Acquired::Slot(self.slot(guard)),
+                        None => Acquired::NoBackend,
+                    }
+                }
+                Pick::Full => {
+                    let Some(released) = &self.released else {
+                        return Acquired::Busy;
+                    };
+                    let wait = released.notified();
+                    if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                        return Acquired::Busy;
+                    }
+                }
+            }
+        }
+    }
+
+    fn slot(&self, guard: ActiveGuard) -> Slot {
+        Slot {
+            guard: Some(guard),
+            released: self.released.clone(),
+        }
+    }
+}

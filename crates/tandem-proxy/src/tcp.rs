@@ -1,0 +1,79 @@
+//! The TCP service (`mode = "tcp"`): one backend per client connection, bytes copied both ways
+//! with half-close passed through (a client's FIN becomes a FIN to the backend and the other
+//! direction keeps flowing until the backend closes too).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tandem_balance::RequestKey;
+use tandem_config::{Service, Timeouts};
+use tokio::net::TcpStream;
+
+use crate::activity::{Activity, ActivityIo};
+use crate::slot::{Acquired, Balancer};
+
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// Copy buffer per direction: large enough that bulk transfers take few syscalls.
+const COPY_BUF: usize = 64 * 1024;
+
+pub(crate) struct TcpService {
+    balancer: Arc<Balancer>,
+    timeouts: Timeouts,
+}
+
+impl TcpService {
+    pub(crate) fn new(cfg: &Service, balancer: Arc<Balancer>) -> Self {
+        TcpService {
+            balancer,
+            timeouts: cfg.timeouts.clone(),
+        }
+    }
+
+    pub(crate) async fn serve_connection(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+        let key = RequestKey {
+            client: Some(peer.ip()),
+        };
+        for _ in 0..MAX_CONNECT_ATTEMPTS {
+            let slot = match self.balancer.acquire(&key).await {
+                Acquired::Slot(s) => s,
+                Acquired::Busy | Acquired::NoBackend => {
+                    tracing::debug!(%peer, pool = %self.balancer.pool.name, "no backend for connection");
+                    return;
+                }
+            };
+            let backend = Arc::clone(slot.backend());
+            let connect = TcpStream::connect(backend.address);
+            let upstream = match tokio::time::timeout(self.timeouts.connect, connect).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %backend.address, error = %e, "backend connect failed");
+                    continue;
+                }
+                Err(_) => {
+                    backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %backend.address, "backend connect timed out");
+                    continue;
+                }
+            };
+            let _ = upstream.set_nodelay(true);
+            let activity = Arc::new(Activity::default());
+            let mut c = ActivityIo::new(client, Arc::clone(&activity));
+            let mut b = ActivityIo::new(upstream, Arc::clone(&activity));
+            tokio::select! {
+                r = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut b, COPY_BUF, COPY_BUF) => {
+                    if let Ok((up, down)) = r {
+                        backend.stats.bytes_in.fetch_add(up, Ordering::Relaxed);
+                        backend.stats.bytes_out.fetch_add(down, Ordering::Relaxed);
+                    }
+                }
+                _ = activity.idle_expired(self.timeouts.idle) => {
+                    tracing::debug!(%peer, backend = %backend.address, "idle timeout");
+                }
+            }
+            drop(slot);
+            return;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Connections to backends: connect with a timeout, HTTP/1.1 handshake, and a per-worker pool
+//! of idle keep-alive connections per backend address.
+//!
+//! The pool belongs to one worker thread (each worker has its own), so a connection's I/O task
+//! and the requests using it always run on the same thread.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+pub(crate) type Sender = SendRequest<Incoming>;
+
+/// Idle connections kept per backend and worker; beyond this a finished connection is closed.
+const MAX_IDLE_PER_BACKEND: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("{0}")]
+    Send(hyper::Error),
+    #[error("no response within the response timeout")]
+    ResponseTimeout,
+}
+
+/// A failed exchange; `unsent` holds the request when the backend never saw any of it.
+pub(crate) struct Failed {
+    pub(crate) error: UpstreamError,
+    pub(crate) unsent: Option<Request<Incoming>>,
+}
+
+pub(crate) struct Upstreams {
+    idle: HashMap<SocketAddr, Mutex<Vec<Sender>>>,
+    connect_timeout: Duration,
+}
+
+impl Upstreams {
+    pub(crate) fn new(
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        connect_timeout: Duration,
+    ) -> Self {
+        Upstreams {
+            idle: addrs
+                .into_iter()
+                .map(|a| (a, Mutex::new(Vec::new())))
+                .collect(),
+            connect_timeout,
+        }
+    }
+
+    fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut idle = self
+            .idle
+            .get(&addr)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Return a connection whose response has been read completely.
+    pub(crate) fn checkin(&self, addr: SocketAddr, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Some(idle) = self.idle.get(&addr) {
+            let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE_PER_BACKEND {
+                idle.push(sender);
+            }
+        }
+    }
+
+    async fn dial(&self, addr: SocketAddr) -> Result<TokioIo<TcpStream>, UpstreamError> {
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => return Err(UpstreamError::ConnectTimeout),
+                Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+                Ok(Ok(s)) => s,
+            };
+        // Small requests and responses must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Sender, UpstreamError> {
+        let io = self.dial(addr).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(backend = %addr, error = %e, "backend connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A fresh connection that may switch protocols (WebSocket); never pooled.
+    pub(crate) async fn connect_upgradable(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<Sender, UpstreamError> {
+        let io = self.dial(addr).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(backend = %addr, error = %e, "backend upgraded connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Send `req` to `addr` on a pooled connection (or a new one), returning the response head
+    /// and the connection, which the caller checks back in once the body has been read.
+    ///
+    /// A pooled connection that turns out to be closed before the request was written is
+    /// replaced by a fresh one; that is always safe because the backend saw nothing. When even
+    /// a fresh connection cannot be made, the request comes back with the error so the caller
+    /// can offer it to another backend.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Incoming>,
+        deadline: Instant,
+    ) -> Result<(Response<Incoming>, Sender), Failed> {
+        loop {
+            let (mut sender, pooled) = match self.checkout(addr) {
+                Some(s) => (s, true),
+                None => match self.connect(addr).await {
+                    Ok(s) => (s, false),
+                    Err(error) => {
+                        return Err(Failed {
+                            error,
+                            unsent: Some(req),
+                        })
+                    }
+                },
+            };
+            if pooled && sender.ready().await.is_err() {
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+                Err(_) => {
+                    return Err(Failed {
+                        error: UpstreamError::ResponseTimeout,
+                        unsent: None,
+                    })
+                }
+                Ok(Ok(resp)) => return Ok((resp, sender)),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(unsent) if pooled => req = unsent,
+                    unsent => {
+                        return Err(Failed {
+                            error: UpstreamError::Send(e.into_error()),
+                            unsent,
+                        })
+                    }
+                },
+            }
+        }
+    }
+
+    /// Send on a connection the caller owns (upgrades).
+    pub(crate) async fn send_on(
+        sender: &mut Sender,
+        req: Request<Incoming>,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout_at(deadline, sender.send_request(req)).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout),
+            Ok(r) => r.map_err(UpstreamError::Send),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The command line: `tandem run`, `tandem check`, `tandem demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "One daemon that keeps a web service up: health-checked L4/L7 load balancing \
+             (and, soon, VRRP virtual-IP failover).",
+    long_about = "tandem balances HTTP and TCP traffic over health-checked backend pools, with \
+the schedulers IPVS and HAProxy users know (rr, wrr, lc, wlc, sh, maglev, p2c, ewma).\n\n\
+Start with `tandem demo` to see it work on 127.0.0.1, `tandem check --config FILE` to validate \
+a configuration, and `tandem run --config FILE` to run it. The configuration reference is \
+docs/configuration.md; examples are in examples/."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info`, `debug`, `tandem_proxy=debug` (overrides RUST_LOG).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon. SIGTERM or SIGINT stops accepting, lets open requests finish (up to
+    /// `runtime.drain_timeout`) and exits 0.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration: exit 0 when it is valid, else print every problem as
+    /// `FILE:LINE:COL: key: what is wrong` and exit 1.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// A self-contained demo on 127.0.0.1: three demo backends, a health-checked pool, an HTTP
+    /// service and the admin API. Ctrl-C stops all of it.
+    Demo(DemoOpts),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoOpts {
+    /// Where the demo HTTP service listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the admin API listens.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    pub admin: SocketAddr,
+}

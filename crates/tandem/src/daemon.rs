@@ -1,0 +1,146 @@
+//! `tandem run`: wire the configuration to the data plane, health checkers and admin API, and
+//! stop cleanly on SIGTERM/SIGINT.
+//!
+//! Everything that can fail because of the configuration or the machine (reading the file,
+//! binding every listener) happens before anything starts, so an error never leaves a
+//! half-started daemon behind.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use tandem_admin::{AdminState, ServiceInfo};
+use tandem_balance::{Health, PoolRuntime, Topology};
+use tandem_config::Config;
+use tandem_proxy::Dataplane;
+use tokio::sync::watch;
+
+/// What is listening once the daemon is up (ports resolved when the config asked for 0).
+pub struct Started {
+    pub services: Vec<(String, SocketAddr)>,
+    pub admin: SocketAddr,
+}
+
+pub fn run_file(path: &Path) -> anyhow::Result<()> {
+    let cfg = tandem_config::load_file(path)
+        .map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
+    run(cfg, |_| {})
+}
+
+pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
+    let workers = cfg
+        .runtime
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let topology = Arc::new(Topology::new(&cfg));
+
+    let admin_socket = std::net::TcpListener::bind(cfg.admin.listen)
+        .with_context(|| format!("admin: cannot listen on {}", cfg.admin.listen))?;
+    admin_socket.set_nonblocking(true)?;
+    let admin_addr = admin_socket.local_addr()?;
+    let bound = tandem_proxy::bind(&cfg.services, workers)?;
+    let started = Started {
+        services: bound
+            .iter()
+            .map(|b| (b.cfg.name.clone(), b.local_addr))
+            .collect(),
+        admin: admin_addr,
+    };
+    let services = bound
+        .iter()
+        .map(|b| ServiceInfo {
+            name: b.cfg.name.clone(),
+            listen: b.local_addr,
+            mode: tandem_admin::mode_name(b.cfg.mode),
+            pool: b.cfg.pool.clone(),
+        })
+        .collect();
+
+    // The control plane (health checks, admin API) runs on this thread, apart from the
+    // workers, so a saturated data plane cannot starve the checks that steer it.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot build the control-plane runtime")?;
+    let dataplane = Dataplane::start(bound, &topology, cfg.runtime.drain_timeout)?;
+    for (name, addr) in &started.services {
+        tracing::info!(service = %name, %addr, workers, "listening");
+    }
+
+    control.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        for (pool_cfg, pool) in cfg.pools.iter().zip(&topology.pools) {
+            spawn_health(pool_cfg, pool, stop_rx.clone());
+        }
+        let state = Arc::new(AdminState::new(
+            Arc::clone(&topology),
+            services,
+            env!("CARGO_PKG_VERSION"),
+        ));
+        let listener = tokio::net::TcpListener::from_std(admin_socket)?;
+        let admin = tokio::spawn(tandem_admin::serve(listener, state, stop_rx.clone()));
+        on_ready(&started);
+
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "shutting down: draining open connections");
+        let _ = stop_tx.send(true);
+        tokio::task::spawn_blocking(move || dataplane.stop())
+            .await
+            .context("data plane did not stop cleanly")?;
+        match admin.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin API ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "admin API task failed"),
+            Ok(Ok(())) => {}
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Run the pool's health checks, publishing transitions into the live topology.
+fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch::Receiver<bool>) {
+    let targets = pool.backends.iter().map(|b| b.address).collect();
+    let report_pool = Arc::clone(pool);
+    let report: tandem_health::ReportFn = Arc::new(move |id, t| {
+        let health = match t.to {
+            tandem_health::Health::Up => Health::Up,
+            tandem_health::Health::Down => Health::Down,
+            tandem_health::Health::Unknown => Health::Unknown,
+        };
+        if report_pool.set_health(id, health, &t.reason) {
+            let addr = report_pool
+                .backends
+                .get(id)
+                .map_or_else(String::new, |b| b.address.to_string());
+            tracing::info!(
+                pool = %report_pool.name,
+                backend = %addr,
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                reason = %t.reason,
+                "backend state changed"
+            );
+        }
+    });
+    let observe_pool = Arc::clone(pool);
+    let observe: tandem_health::ObserveFn =
+        Arc::new(move |id, _outcome, _at| observe_pool.note_check(id));
+    tandem_health::spawn(cfg.health.clone(), targets, report, observe, stop);
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
