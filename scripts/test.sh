@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run tandem's whole test suite: unit tests, integration tests against real peers (curl,
+# in-process backends) and doc tests. Installs what the tests need when it is missing and we
+# are root (a fresh Debian machine with Rust); otherwise says what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl)
+command -v python3 >/dev/null || need_apt+=(python3)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else
+    echo "missing: ${need_apt[*]} (sudo apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+cargo nextest run --workspace --no-fail-fast
+cargo test --workspace --doc
