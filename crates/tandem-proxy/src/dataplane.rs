@@ -12,7 +12,8 @@ use tandem_balance::Topology;
 use tandem_config::{Mode, Service};
 use tokio::sync::{watch, Notify};
 
-use crate::http::HttpService;
+use crate::h1::H1Service;
+use crate::h2::H2Service;
 use crate::listener;
 use crate::slot::Balancer;
 use crate::tcp::TcpService;
@@ -99,7 +100,7 @@ impl Drop for ConnectionGuard {
 }
 
 enum Handler {
-    Http(Arc<HttpService>),
+    Http(Arc<H1Service>),
     Tcp(Arc<TcpService>),
 }
 
@@ -189,7 +190,10 @@ fn run_worker(
                 }
             };
             let handler = match cfg.mode {
-                Mode::Http => Handler::Http(Arc::new(HttpService::new(&cfg, balancer))),
+                Mode::Http => {
+                    let h2 = Arc::new(H2Service::new(&cfg, Arc::clone(&balancer)));
+                    Handler::Http(Arc::new(H1Service::new(&cfg, balancer, h2)))
+                }
                 Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(&cfg, balancer))),
             };
             accept_loops.push(tokio::spawn(accept_loop(

@@ -10,7 +10,8 @@ mod activity;
 mod body;
 mod dataplane;
 pub mod headers;
-mod http;
+mod h1;
+mod h2;
 mod listener;
 mod slot;
 mod tcp;
@@ -22,4 +23,16 @@ pub use dataplane::{bind, BoundService, Dataplane, DataplaneError};
 /// dropped inside, so callers stay `Send` across the await.
 pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Monotonic nanoseconds since the first call, for latency bookkeeping.
+pub(crate) fn mono_ns() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Entry points for fuzzing the parsers tandem owns (`fuzz/`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::h1::fuzzing::{chunked, request_then_response};
 }

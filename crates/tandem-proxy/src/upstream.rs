@@ -114,24 +114,6 @@ impl Upstreams {
         Ok(sender)
     }
 
-    /// A fresh connection that may switch protocols (WebSocket); never pooled.
-    pub(crate) async fn connect_upgradable(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<Sender, UpstreamError> {
-        let io = self.dial(addr).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(backend = %addr, error = %e, "backend upgraded connection ended");
-            }
-        });
-        Ok(sender)
-    }
-
     /// Send `req` to `addr` on a pooled connection (or a new one), returning the response head
     /// and the connection, which the caller checks back in once the body has been read.
     ///
@@ -179,18 +161,6 @@ impl Upstreams {
                     }
                 },
             }
-        }
-    }
-
-    /// Send on a connection the caller owns (upgrades).
-    pub(crate) async fn send_on(
-        sender: &mut Sender,
-        req: Request<Incoming>,
-        deadline: Instant,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout_at(deadline, sender.send_request(req)).await {
-            Err(_) => Err(UpstreamError::ResponseTimeout),
-            Ok(r) => r.map_err(UpstreamError::Send),
         }
     }
 }

@@ -1,21 +1,20 @@
-//! The HTTP service: accept HTTP/1.1 (and h2c with prior knowledge), pick a backend, forward
-//! the request with proxy headers, stream the response back.
+//! HTTP/2 from clients (h2c with prior knowledge), served by hyper and forwarded to backends
+//! over pooled HTTP/1.1 connections (hyper's client).
 //!
-//! The lifecycle of a request reads top to bottom in [`HttpService::handle`]: take a slot,
+//! The lifecycle of a request reads top to bottom in [`H2Service::handle`]: take a slot,
 //! rewrite the head, send (offering the request to another backend when a connect fails before
 //! anything was sent), rewrite the response head, stream the body.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tandem_balance::RequestKey;
@@ -24,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::activity::{Activity, ActivityIo};
+use crate::activity::{Activity, ActivityIo, Prefixed};
 use crate::body::{Finish, ProxyBody, UpstreamBody};
 use crate::headers;
 use crate::slot::{Acquired, Balancer, Slot};
@@ -33,18 +32,16 @@ use crate::upstream::{Failed, UpstreamError, Upstreams};
 /// A request is offered to at most this many backends when connecting fails.
 const MAX_CONNECT_ATTEMPTS: usize = 3;
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-pub(crate) struct HttpService {
+pub(crate) struct H2Service {
     balancer: Arc<Balancer>,
     upstreams: Arc<Upstreams>,
     timeouts: Timeouts,
-    h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     measure_latency: bool,
 }
 
-impl HttpService {
+impl H2Service {
     pub(crate) fn new(cfg: &Service, balancer: Arc<Balancer>) -> Self {
         let pool = &balancer.pool;
         let addrs = pool
@@ -53,37 +50,29 @@ impl HttpService {
             .map(|b| b.address)
             .chain(pool.sorry.as_ref().map(|s| s.address));
         let upstreams = Arc::new(Upstreams::new(addrs, cfg.timeouts.connect));
-        let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(cfg.timeouts.header)
-            .max_header_size(cfg.max_header_size)
-            .max_buf_size(cfg.max_header_size.max(8192) * 2);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX));
-        HttpService {
+        H2Service {
             measure_latency: pool.scheduler == SchedulerKind::Ewma,
             balancer,
             upstreams,
             timeouts: cfg.timeouts.clone(),
-            h1,
             h2,
         }
     }
 
-    pub(crate) async fn serve_connection(
+    /// Serve an HTTP/2 connection whose first bytes (`prefix`, the preface the HTTP/1 engine
+    /// read to recognise it) were already taken off the socket.
+    pub(crate) async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
+        prefix: Vec<u8>,
         peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let is_h2 = match tokio::time::timeout(self.timeouts.header, sniff_h2(&stream)).await {
-            Ok(Ok(v)) => v,
-            _ => return,
-        };
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
+        let io = TokioIo::new(Prefixed::new(prefix, ActivityIo::new(stream, Arc::clone(&activity))));
         let this = Arc::clone(&self);
         let act = Arc::clone(&activity);
         let svc = service_fn(move |req| {
@@ -95,28 +84,14 @@ impl HttpService {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let idle = self.timeouts.idle;
-        if is_h2 {
-            let conn = self.h2.serve_connection(io, svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = activity.idle_expired(idle) => {}
-                _ = crate::stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        } else {
-            let conn = self.h1.serve_connection(io, svc).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = activity.idle_expired(idle) => {}
-                _ = crate::stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+        let conn = self.h2.serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = activity.idle_expired(self.timeouts.idle) => {}
+            _ = crate::stopped(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
             }
         }
     }
@@ -125,9 +100,7 @@ impl HttpService {
         let key = RequestKey {
             client: Some(peer.ip()),
         };
-        let received = req.version();
-        let upgrade = received == Version::HTTP_11 && headers::is_upgrade(req.headers());
-        let mut req = prepare_request(req, peer, upgrade);
+        let mut req = prepare_request(req, peer);
         let deadline = Instant::now() + self.timeouts.response;
         for _ in 0..MAX_CONNECT_ATTEMPTS {
             let slot = match self.balancer.acquire(&key).await {
@@ -137,12 +110,7 @@ impl HttpService {
                 }
                 Acquired::NoBackend => return no_backend(),
             };
-            let result = if upgrade {
-                self.upgrade(req, slot, deadline).await
-            } else {
-                self.forward(req, slot, deadline).await
-            };
-            match result {
+            match self.forward(req, slot, deadline).await {
                 Ok(resp) => return resp,
                 Err(unsent) => req = unsent,
             }
@@ -165,7 +133,7 @@ impl HttpService {
         match self.upstreams.send(backend.address, req, deadline).await {
             Ok((resp, sender)) => {
                 if let Some(t) = started {
-                    backend.record_latency(mono_ns(), t.elapsed().as_nanos() as u64);
+                    backend.record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
                 }
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -189,74 +157,14 @@ impl HttpService {
             }
         }
     }
-
-    /// A protocol switch (WebSocket): a dedicated backend connection, and on `101` a byte
-    /// tunnel between the two upgraded connections that holds the slot until it closes.
-    async fn upgrade(
-        &self,
-        mut req: Request<Incoming>,
-        slot: Slot,
-        deadline: Instant,
-    ) -> Result<Response<ProxyBody>, Request<Incoming>> {
-        let backend = Arc::clone(slot.backend());
-        let mut sender = match self.upstreams.connect_upgradable(backend.address).await {
-            Ok(s) => s,
-            Err(error) => {
-                backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(backend = %backend.address, %error, "backend connect failed");
-                return Err(req);
-            }
-        };
-        let client_side = hyper::upgrade::on(&mut req);
-        let mut resp = match Upstreams::send_on(&mut sender, req, deadline).await {
-            Ok(r) => r,
-            Err(error) => {
-                backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-                return Ok(error_response(&error));
-            }
-        };
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let (mut parts, body) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers, false);
-            headers::append_via(&mut parts.headers, parts.version);
-            let finish = Finish {
-                sender,
-                upstreams: Arc::clone(&self.upstreams),
-                addr: backend.address,
-                slot,
-            };
-            return Ok(Response::from_parts(
-                parts,
-                ProxyBody::Upstream(UpstreamBody::new(body, finish)),
-            ));
-        }
-        let backend_side = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            let (Ok(c), Ok(b)) = tokio::join!(client_side, backend_side) else {
-                return;
-            };
-            let mut c = TokioIo::new(c);
-            let mut b = TokioIo::new(b);
-            if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
-                let stats = &slot.backend().stats;
-                stats.bytes_in.fetch_add(up, Ordering::Relaxed);
-                stats.bytes_out.fetch_add(down, Ordering::Relaxed);
-            }
-            drop(sender);
-        });
-        let (mut parts, _) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, true);
-        headers::append_via(&mut parts.headers, parts.version);
-        Ok(Response::from_parts(parts, ProxyBody::Local(None)))
-    }
 }
 
 /// Rewrite the request head for the backend: origin-form URI, HTTP/1.1, `Host` from the h2
 /// `:authority`, hop-by-hop headers removed, client identity added.
-fn prepare_request(req: Request<Incoming>, peer: SocketAddr, upgrade: bool) -> Request<Incoming> {
+fn prepare_request(req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming> {
     let received = req.version();
     let (mut parts, body) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_hop_by_hop(&mut parts.headers, false);
     if !parts.headers.contains_key(header::HOST) {
         if let Some(v) = parts
             .uri
@@ -274,26 +182,6 @@ fn prepare_request(req: Request<Incoming>, peer: SocketAddr, upgrade: bool) -> R
     headers::add_forwarding(&mut parts.headers, peer, "http", host.as_ref(), received);
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, body)
-}
-
-/// Decide HTTP/2 prior knowledge from the first bytes without consuming them.
-async fn sniff_h2(stream: &TcpStream) -> std::io::Result<bool> {
-    let mut buf = [0u8; 24];
-    // Bounded: the caller wraps this in the header timeout; a client dribbling a partial
-    // preface byte by byte is polled every few ms rather than spun on.
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn error_response(error: &UpstreamError) -> Response<ProxyBody> {
@@ -323,13 +211,4 @@ fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-/// Monotonic nanoseconds since the first call, for latency bookkeeping.
-fn mono_ns() -> u64 {
-    static START: OnceLock<std::time::Instant> = OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_nanos() as u64
 }

@@ -1,0 +1,437 @@
+//! The life of an HTTP/1 client connection, one request at a time:
+//! read head → take a backend slot → send head and body → read response head → relay body →
+//! keep both connections for the next request, or close.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_balance::RequestKey;
+use tandem_config::{SchedulerKind, Service, Timeouts};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::copy::{copy_body, CopyError};
+use super::head::{itoa_u64, rewrite_request, rewrite_response, BodyLen, HeadError, Peer, RequestInfo};
+use super::io::{read_into, write_all, write_all2, Buf, Limit};
+use super::pool::BackendPool;
+use crate::h2::H2Service;
+use crate::slot::{Acquired, Balancer, Slot};
+
+/// A request is offered to at most this many backends when connecting fails.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// Buffer for backend responses and bodies; also bounds a response head.
+const BACKEND_BUF: usize = 32 * 1024;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pub(crate) struct H1Service {
+    balancer: Arc<Balancer>,
+    pool: BackendPool,
+    timeouts: Timeouts,
+    max_header_size: usize,
+    h2: Arc<H2Service>,
+    measure_latency: bool,
+}
+
+/// Per-connection buffers, reused for every request on the connection.
+struct Conn {
+    client: TcpStream,
+    peer: Peer,
+    key: RequestKey,
+    cbuf: Buf,
+    bbuf: Buf,
+    req_head: Vec<u8>,
+    resp_head: Vec<u8>,
+}
+
+/// What became of one request.
+enum Next {
+    KeepAlive,
+    Close,
+    /// The connection switched protocols; the tunnel is done.
+    Upgraded,
+}
+
+/// Why an exchange with a backend failed, and whether the request may go elsewhere.
+enum Failure {
+    /// Nothing reached the backend or it closed a reused connection without answering an
+    /// idempotent, body-less request: try again on a fresh connection.
+    Retry,
+    /// The client must get this status (nothing was sent to it yet).
+    Respond(u16, &'static str),
+    /// The client connection is unusable or already got part of a response: just close.
+    Abort,
+}
+
+impl H1Service {
+    pub(crate) fn new(cfg: &Service, balancer: Arc<Balancer>, h2: Arc<H2Service>) -> Self {
+        let pool = &balancer.pool;
+        let addrs = pool
+            .backends
+            .iter()
+            .map(|b| b.address)
+            .chain(pool.sorry.as_ref().map(|s| s.address));
+        H1Service {
+            pool: BackendPool::new(addrs),
+            measure_latency: pool.scheduler == SchedulerKind::Ewma,
+            timeouts: cfg.timeouts.clone(),
+            max_header_size: cfg.max_header_size,
+            balancer,
+            h2,
+        }
+    }
+
+    pub(crate) async fn serve_connection(
+        self: Arc<Self>,
+        client: TcpStream,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut c = Conn {
+            client,
+            peer: Peer::new(peer),
+            key: RequestKey { client: Some(peer.ip()) },
+            cbuf: Buf::new(self.max_header_size),
+            bbuf: Buf::new(BACKEND_BUF),
+            req_head: Vec::with_capacity(1024),
+            resp_head: Vec::with_capacity(1024),
+        };
+        let mut first = true;
+        loop {
+            let info = match self.read_request(&mut c, first, &mut shutdown).await {
+                Ok(Some(info)) => info,
+                Ok(None) => return,
+                Err(HandOff::H2) => {
+                    let prefix = c.cbuf.filled().to_vec();
+                    Arc::clone(&self.h2).serve(c.client, prefix, peer, shutdown).await;
+                    return;
+                }
+            };
+            first = false;
+            match self.proxy_request(&mut c, info).await {
+                Next::KeepAlive if !*shutdown.borrow() => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Read and rewrite the next request head. `None`: the connection is done (closed by the
+    /// client, idle, draining, or answered with an error).
+    async fn read_request(
+        &self,
+        c: &mut Conn,
+        first: bool,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<RequestInfo>, HandOff> {
+        let mut head_deadline = None;
+        loop {
+            if !c.cbuf.is_empty() {
+                if first && c.cbuf.filled()[0] == b'P' {
+                    let n = c.cbuf.len().min(H2_PREFACE.len());
+                    if c.cbuf.filled()[..n] == H2_PREFACE[..n] {
+                        if n == H2_PREFACE.len() {
+                            return Err(HandOff::H2);
+                        }
+                        // A prefix of the preface: read on.
+                    } else if let Some(info) = self.parse_request(c).await {
+                        return Ok(info);
+                    }
+                } else if let Some(info) = self.parse_request(c).await {
+                    return Ok(info);
+                }
+            }
+            let limit = if c.cbuf.is_empty() {
+                Limit::For(self.timeouts.idle)
+            } else {
+                // Slowloris: the whole head must arrive within header_timeout.
+                Limit::Until(*head_deadline.get_or_insert_with(|| Instant::now() + self.timeouts.header))
+            };
+            let read = tokio::select! {
+                biased;
+                r = read_into(&mut c.client, &mut c.cbuf, limit) => r,
+                _ = crate::stopped(shutdown), if c.cbuf.is_empty() => return Ok(None),
+            };
+            match read {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// `Some(x)`: a decision (a request, or `None` after an error reply). `None`: need more.
+    async fn parse_request(&self, c: &mut Conn) -> Option<Option<RequestInfo>> {
+        match rewrite_request(c.cbuf.filled(), &c.peer, &mut c.req_head) {
+            Ok(Some(info)) => {
+                c.cbuf.consume(info.head_len);
+                Some(Some(info))
+            }
+            Ok(None) if c.cbuf.is_full() => {
+                local(&c.client, 431, "request header fields too large\n", true, false).await;
+                Some(None)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                let (status, msg) = match e {
+                    HeadError::TooLarge => (431, "request header fields too large\n"),
+                    HeadError::Method(_) => (405, "method not allowed\n"),
+                    HeadError::Bad(_) => (400, "bad request\n"),
+                };
+                tracing::debug!(peer = %c.key.client.map_or_else(String::new, |ip| ip.to_string()), error = %e, "rejected request");
+                local(&c.client, status, msg, true, false).await;
+                Some(None)
+            }
+        }
+    }
+
+    async fn proxy_request(&self, c: &mut Conn, info: RequestInfo) -> Next {
+        // A local answer leaves an unread request body behind: then the connection must close.
+        let close_after_local = !info.keep_alive || info.body != BodyLen::None;
+        for _ in 0..MAX_CONNECT_ATTEMPTS {
+            let slot = match self.balancer.acquire(&c.key).await {
+                Acquired::Slot(s) => s,
+                Acquired::Busy => {
+                    local(&c.client, 503, "all backends are busy\n", close_after_local, false).await;
+                    return next_after_local(close_after_local);
+                }
+                Acquired::NoBackend => {
+                    local(&c.client, 503, "no backend available\n", close_after_local, true).await;
+                    return next_after_local(close_after_local);
+                }
+            };
+            let addr = slot.backend().address;
+            let (backend, reused) = match self.pool.checkout(addr) {
+                Some(s) => (s, true),
+                None => match self.connect(addr).await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        slot.backend().stats.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(backend = %addr, error = %e, "backend connect failed");
+                        continue;
+                    }
+                },
+            };
+            match self.exchange(c, &info, &slot, backend, reused).await {
+                Ok(next) => return next,
+                Err(Failure::Retry) => {
+                    // The backend never saw a byte (or closed a reused connection unread):
+                    // offer the same request to a fresh connection on the same backend first.
+                    match self.connect(addr).await {
+                        Ok(fresh) => match self.exchange(c, &info, &slot, fresh, false).await {
+                            Ok(next) => return next,
+                            Err(Failure::Respond(status, msg)) => {
+                                local(&c.client, status, msg, true, false).await;
+                                return Next::Close;
+                            }
+                            Err(Failure::Abort | Failure::Retry) => return Next::Close,
+                        },
+                        Err(e) => {
+                            slot.backend().stats.failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(backend = %addr, error = %e, "backend connect failed");
+                            continue;
+                        }
+                    }
+                }
+                Err(Failure::Respond(status, msg)) => {
+                    local(&c.client, status, msg, true, false).await;
+                    return Next::Close;
+                }
+                Err(Failure::Abort) => return Next::Close,
+            }
+        }
+        local(&c.client, 502, "no backend accepted the connection\n", true, false).await;
+        Next::Close
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let s = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
+    /// One request/response exchange on `backend`.
+    async fn exchange(
+        &self,
+        c: &mut Conn,
+        info: &RequestInfo,
+        slot: &Slot,
+        mut backend: TcpStream,
+        reused: bool,
+    ) -> Result<Next, Failure> {
+        let stats = &slot.backend().stats;
+        let idle = Limit::For(self.timeouts.idle);
+        let started = self.measure_latency.then(std::time::Instant::now);
+        // Nobody else will answer `Expect: 100-continue` (we do not forward it).
+        if info.expect_continue && info.minor == 1 && info.body != BodyLen::None {
+            write_all(&c.client, b"HTTP/1.1 100 Continue\r\n\r\n", idle)
+                .await
+                .map_err(|_| Failure::Abort)?;
+        }
+        // Request head and body.
+        let sent = copy_body(&mut c.client, &mut c.cbuf, &backend, info.body, false, &c.req_head, idle).await;
+        let replayable = info.body == BodyLen::None && info.idempotent;
+        match sent {
+            Ok(n) => {
+                stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(CopyError::Write(_)) if reused && replayable => return Err(Failure::Retry),
+            Err(CopyError::Write(e)) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(backend = %slot.backend().address, error = %e, "sending request failed");
+                return Err(Failure::Respond(502, "backend failed to accept the request\n"));
+            }
+            // The client vanished or sent a broken body: nothing to answer.
+            Err(_) => return Err(Failure::Abort),
+        }
+        // Response head (skipping interim 1xx).
+        let deadline = Instant::now() + self.timeouts.response;
+        c.bbuf.consume(c.bbuf.len());
+        let mut got_any = false;
+        let (resp, client_keep_alive) = loop {
+            if !c.bbuf.is_empty() {
+                match rewrite_response(c.bbuf.filled(), info, info.keep_alive, &mut c.resp_head) {
+                    Ok(Some((r, _))) if (100..200).contains(&r.status) && r.status != 101 => {
+                        c.bbuf.consume(r.head_len);
+                        continue;
+                    }
+                    Ok(Some(x)) => break x,
+                    Ok(None) if c.bbuf.is_full() => {
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        return Err(Failure::Respond(502, "backend response head too large\n"));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(backend = %slot.backend().address, error = %e, "invalid response");
+                        return Err(Failure::Respond(502, "backend sent an invalid response\n"));
+                    }
+                }
+            }
+            match read_into(&mut backend, &mut c.bbuf, Limit::Until(deadline)).await {
+                Ok(0) if reused && !got_any && replayable => return Err(Failure::Retry),
+                Ok(0) => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %slot.backend().address, "backend closed without a complete response");
+                    return Err(Failure::Respond(502, "backend closed the connection\n"));
+                }
+                Ok(_) => got_any = true,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %slot.backend().address, "no response within response_timeout");
+                    return Err(Failure::Respond(504, "backend did not answer in time\n"));
+                }
+                Err(_) if reused && !got_any && replayable => return Err(Failure::Retry),
+                Err(e) => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %slot.backend().address, error = %e, "reading response failed");
+                    return Err(Failure::Respond(502, "backend failed to answer\n"));
+                }
+            }
+        };
+        if let Some(t) = started {
+            slot.backend().record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
+        }
+        c.bbuf.consume(resp.head_len);
+
+        if resp.status == 101 {
+            if !info.upgrade {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(Failure::Respond(502, "backend switched protocols unasked\n"));
+            }
+            return Ok(self.tunnel(c, backend, stats).await);
+        }
+        let dechunk = info.minor == 0 && resp.body == BodyLen::Chunked;
+        match copy_body(&mut backend, &mut c.bbuf, &c.client, resp.body, dechunk, &c.resp_head, idle).await {
+            Ok(n) => {
+                stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if matches!(e, CopyError::Read(_) | CopyError::Truncated | CopyError::Chunked(_)) {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %slot.backend().address, error = %e, "response body failed");
+                }
+                return Err(Failure::Abort);
+            }
+        }
+        if resp.backend_keep_alive && c.bbuf.is_empty() {
+            self.pool.checkin(slot.backend().address, backend);
+        }
+        Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
+    }
+
+    /// After `101 Switching Protocols`: relay bytes both ways until either side closes.
+    async fn tunnel(&self, c: &mut Conn, mut backend: TcpStream, stats: &tandem_balance::BackendStats) -> Next {
+        let idle = Limit::For(self.timeouts.idle);
+        let to_client = c.bbuf.filled();
+        if write_all2(&c.client, &c.resp_head, to_client, idle).await.is_err() {
+            return Next::Upgraded;
+        }
+        if !c.cbuf.is_empty() && write_all(&backend, c.cbuf.filled(), idle).await.is_err() {
+            return Next::Upgraded;
+        }
+        let idle_for = self.timeouts.idle;
+        let copy = tokio::io::copy_bidirectional(&mut c.client, &mut backend);
+        match tokio::time::timeout(tunnel_cap(idle_for), copy).await {
+            Ok(Ok((up, down))) => {
+                stats.bytes_in.fetch_add(up, Ordering::Relaxed);
+                stats.bytes_out.fetch_add(down, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "tunnel ended"),
+            Err(_) => tracing::debug!("tunnel closed at its time limit"),
+        }
+        Next::Upgraded
+    }
+}
+
+/// An upgraded connection (WebSocket) is long-lived by design; it is bounded only so a
+/// forgotten tunnel cannot live forever: a day, or the idle timeout if that is longer.
+fn tunnel_cap(idle: Duration) -> Duration {
+    idle.max(Duration::from_secs(24 * 3600))
+}
+
+pub(crate) enum HandOff {
+    H2,
+}
+
+fn next_after_local(close: bool) -> Next {
+    if close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// A short plain-text answer of tandem's own.
+async fn local(client: &TcpStream, status: u16, body: &str, close: bool, retry_after: bool) {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(itoa_u64(u64::from(status), &mut [0; 20]));
+    head.push(b' ');
+    head.extend_from_slice(reason(status).as_bytes());
+    head.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ");
+    head.extend_from_slice(itoa_u64(body.len() as u64, &mut [0; 20]));
+    head.extend_from_slice(b"\r\n");
+    if retry_after {
+        head.extend_from_slice(b"Retry-After: 5\r\n");
+    }
+    if close {
+        head.extend_from_slice(b"Connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let _ = write_all2(client, &head, body.as_bytes(), Limit::For(Duration::from_secs(5))).await;
+}

@@ -1,0 +1,105 @@
+//! Forwarding one message body from one socket to the other, delimited by its framing, so the
+//! connection stays in sync for the next message.
+
+use std::io;
+
+use tokio::net::TcpStream;
+
+use super::chunked::{ChunkError, Chunked};
+use super::head::BodyLen;
+use super::io::{read_into, write_all2, Buf, Limit};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CopyError {
+    #[error("reading: {0}")]
+    Read(io::Error),
+    #[error("writing: {0}")]
+    Write(io::Error),
+    #[error("connection closed inside a body")]
+    Truncated,
+    #[error("chunked body: {0}")]
+    Chunked(ChunkError),
+}
+
+/// Forward a body from `src` (its first bytes may already be in `buf`) to `dst`. `head` is
+/// written before the body, in the same syscall when body bytes are at hand. With `dechunk`,
+/// a chunked body is sent as plain data (for HTTP/1.0 clients). Returns the body bytes sent.
+pub(crate) async fn copy_body(
+    src: &mut TcpStream,
+    buf: &mut Buf,
+    dst: &TcpStream,
+    len: BodyLen,
+    dechunk: bool,
+    head: &[u8],
+    idle: Limit,
+) -> Result<u64, CopyError> {
+    let mut head = head;
+    let mut sent = 0u64;
+    match len {
+        BodyLen::None => {
+            write_all2(dst, head, &[], idle).await.map_err(CopyError::Write)?;
+        }
+        BodyLen::Length(mut rem) => loop {
+            let take = buf.filled().len().min(usize::try_from(rem).unwrap_or(usize::MAX));
+            if take > 0 || !head.is_empty() {
+                write_all2(dst, head, &buf.filled()[..take], idle)
+                    .await
+                    .map_err(CopyError::Write)?;
+                head = &[];
+                buf.consume(take);
+                rem -= take as u64;
+                sent += take as u64;
+            }
+            if rem == 0 {
+                break;
+            }
+            if read_into(src, buf, idle).await.map_err(CopyError::Read)? == 0 {
+                return Err(CopyError::Truncated);
+            }
+        },
+        BodyLen::Chunked => {
+            let mut scanner = Chunked::default();
+            let mut plain = Vec::new();
+            loop {
+                if !buf.is_empty() {
+                    plain.clear();
+                    let filled = buf.filled();
+                    let used = scanner
+                        .scan(filled, |r| {
+                            if dechunk {
+                                plain.extend_from_slice(&filled[r]);
+                            }
+                        })
+                        .map_err(CopyError::Chunked)?;
+                    let out = if dechunk { &plain[..] } else { &filled[..used] };
+                    write_all2(dst, head, out, idle).await.map_err(CopyError::Write)?;
+                    head = &[];
+                    sent += out.len() as u64;
+                    buf.consume(used);
+                    if scanner.is_done() {
+                        break;
+                    }
+                } else if !head.is_empty() {
+                    write_all2(dst, head, &[], idle).await.map_err(CopyError::Write)?;
+                    head = &[];
+                }
+                if read_into(src, buf, idle).await.map_err(CopyError::Read)? == 0 {
+                    return Err(CopyError::Truncated);
+                }
+            }
+        }
+        BodyLen::UntilClose => loop {
+            if !buf.is_empty() || !head.is_empty() {
+                let n = buf.len();
+                write_all2(dst, head, buf.filled(), idle).await.map_err(CopyError::Write)?;
+                head = &[];
+                buf.consume(n);
+                sent += n as u64;
+            }
+            if read_into(src, buf, idle).await.map_err(CopyError::Read)? == 0 {
+                break;
+            }
+        },
+    }
+    Ok(sent)
+}

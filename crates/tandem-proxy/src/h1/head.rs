@@ -1,0 +1,676 @@
+//! Request and response heads: parse with `httparse` (the parser hyper uses), decide the body
+//! framing strictly (RFC 9112 §6), and write the head the other side gets — hop-by-hop headers
+//! removed, forwarding headers merged — straight into an output buffer, without building a
+//! header map.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Header lines accepted in one head; more is answered with 431.
+pub(crate) const MAX_HEADERS: usize = 128;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLen {
+    None,
+    Length(u64),
+    Chunked,
+    /// Response only: the body runs until the backend closes.
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    #[error("request head too large")]
+    TooLarge,
+    #[error("{0}")]
+    Bad(&'static str),
+    #[error("method not allowed: {0}")]
+    Method(&'static str),
+}
+
+/// What the proxy needs to know about a request after its head was rewritten.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestInfo {
+    pub(crate) head_len: usize,
+    /// 0 or 1 (HTTP/1.0 or HTTP/1.1).
+    pub(crate) minor: u8,
+    pub(crate) body: BodyLen,
+    pub(crate) keep_alive: bool,
+    pub(crate) upgrade: bool,
+    pub(crate) expect_continue: bool,
+    pub(crate) is_head: bool,
+    /// GET, HEAD, OPTIONS, PUT, DELETE, TRACE: safe to replay when a reused backend connection
+    /// closed without answering.
+    pub(crate) idempotent: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResponseInfo {
+    pub(crate) head_len: usize,
+    pub(crate) status: u16,
+    pub(crate) body: BodyLen,
+    /// The backend connection can carry another request after this response.
+    pub(crate) backend_keep_alive: bool,
+}
+
+/// Per-connection text of the client's identity, formatted once per connection.
+pub(crate) struct Peer {
+    ip: String,
+    v6: bool,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Peer {
+            ip: addr.ip().to_string(),
+            v6: matches!(addr.ip(), IpAddr::V6(_)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Other,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    ProxyAuthorization,
+    ContentLength,
+    Host,
+    XForwardedFor,
+    XForwardedProto,
+    Forwarded,
+    Via,
+    Expect,
+}
+
+fn classify(name: &str) -> Kind {
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 if is("te") => Kind::Te,
+        3 if is("via") => Kind::Via,
+        4 if is("host") => Kind::Host,
+        6 if is("expect") => Kind::Expect,
+        7 if is("upgrade") => Kind::Upgrade,
+        7 if is("trailer") => Kind::Trailer,
+        9 if is("forwarded") => Kind::Forwarded,
+        10 if is("connection") => Kind::Connection,
+        10 if is("keep-alive") => Kind::KeepAlive,
+        14 if is("content-length") => Kind::ContentLength,
+        15 if is("x-forwarded-for") => Kind::XForwardedFor,
+        16 if is("proxy-connection") => Kind::ProxyConnection,
+        17 if is("transfer-encoding") => Kind::TransferEncoding,
+        17 if is("x-forwarded-proto") => Kind::XForwardedProto,
+        19 if is("proxy-authorization") => Kind::ProxyAuthorization,
+        _ => Kind::Other,
+    }
+}
+
+fn hop_by_hop(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Connection
+            | Kind::KeepAlive
+            | Kind::ProxyConnection
+            | Kind::Te
+            | Kind::Trailer
+            | Kind::TransferEncoding
+            | Kind::Upgrade
+            | Kind::ProxyAuthorization
+    )
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// `Connection` options of a message: the names it lists (to drop) and the flags we act on.
+#[derive(Default)]
+struct ConnectionOpts<'a> {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+    names: [&'a [u8]; 8],
+    n: usize,
+    overflow: bool,
+}
+
+impl<'a> ConnectionOpts<'a> {
+    fn add(&mut self, value: &'a [u8]) {
+        for t in tokens(value) {
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if t.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else if self.n < self.names.len() {
+                self.names[self.n] = t;
+                self.n += 1;
+            } else {
+                self.overflow = true;
+            }
+        }
+    }
+
+    fn names(&self, name: &str) -> bool {
+        self.names[..self.n]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let v = trim(value);
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Combine every `Content-Length` line: all must be the same valid number.
+fn merge_length(prev: Option<u64>, value: &[u8]) -> Result<Option<u64>, ()> {
+    let mut cur = prev;
+    for part in value.split(|&b| b == b',') {
+        let n = parse_length(part).ok_or(())?;
+        match cur {
+            Some(p) if p != n => return Err(()),
+            _ => cur = Some(n),
+        }
+    }
+    Ok(cur)
+}
+
+/// Whether the final transfer coding is `chunked` (anything else cannot frame a request).
+fn chunked_last(value: &[u8]) -> bool {
+    tokens(value)
+        .last()
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+}
+
+fn push_merged(out: &mut Vec<u8>, name: &[u8], existing: &[&[u8]], ours: &[&[u8]]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    let mut first = true;
+    for v in existing.iter().chain(ours.iter()) {
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        first = false;
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parse a request head in `buf` and write the backend's version into `out` (cleared first).
+/// `Ok(None)`: the head is not complete yet.
+pub(crate) fn rewrite_request(buf: &[u8], peer: &Peer, out: &mut Vec<u8>) -> Result<Option<RequestInfo>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Bad("malformed request head")),
+    };
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let minor = req.version.unwrap_or(1);
+    if method == "CONNECT" {
+        return Err(HeadError::Method("CONNECT"));
+    }
+
+    let mut conn = ConnectionOpts::default();
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te_seen = false;
+    let mut hosts = 0;
+    let mut host_value: &[u8] = b"";
+    let mut expect_continue = false;
+    let mut upgrade_value: Option<&[u8]> = None;
+    let (mut xff, mut fwd, mut via): ([&[u8]; 8], [&[u8]; 8], [&[u8]; 8]) = ([b""; 8], [b""; 8], [b""; 8]);
+    let (mut nx, mut nf, mut nv) = (0, 0, 0);
+    for h in req.headers.iter() {
+        match classify(h.name) {
+            Kind::Connection => conn.add(h.value),
+            Kind::ContentLength => {
+                length = merge_length(length, h.value).map_err(|()| HeadError::Bad("invalid Content-Length"))?;
+            }
+            Kind::TransferEncoding => {
+                te_seen = true;
+                chunked = chunked_last(h.value);
+            }
+            Kind::Host => {
+                hosts += 1;
+                host_value = h.value;
+            }
+            Kind::Expect => {
+                if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                }
+            }
+            Kind::Upgrade => upgrade_value = Some(h.value),
+            Kind::XForwardedFor if nx < 8 => {
+                xff[nx] = h.value;
+                nx += 1;
+            }
+            Kind::Forwarded if nf < 8 => {
+                fwd[nf] = h.value;
+                nf += 1;
+            }
+            Kind::Via if nv < 8 => {
+                via[nv] = h.value;
+                nv += 1;
+            }
+            Kind::XForwardedFor | Kind::Forwarded | Kind::Via => {
+                return Err(HeadError::Bad("too many forwarding header lines"))
+            }
+            _ => {}
+        }
+    }
+    // Framing (RFC 9112 §6.1, §6.3): a request with both Transfer-Encoding and Content-Length,
+    // or a Transfer-Encoding that does not end in chunked, is the classic smuggling vector:
+    // refuse it rather than guess which length the backend will believe.
+    let body = match (te_seen, length) {
+        (true, Some(_)) => return Err(HeadError::Bad("both Transfer-Encoding and Content-Length")),
+        (true, None) if minor == 0 => return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request")),
+        (true, None) if !chunked => return Err(HeadError::Bad("unsupported Transfer-Encoding")),
+        (true, None) => BodyLen::Chunked,
+        (false, Some(0)) | (false, None) => BodyLen::None,
+        (false, Some(n)) => BodyLen::Length(n),
+    };
+    if hosts > 1 {
+        return Err(HeadError::Bad("more than one Host header"));
+    }
+    // Absolute-form targets (RFC 9112 §3.2.2): the authority replaces Host.
+    let (path, authority) = split_absolute(target);
+    if hosts == 0 && minor == 1 && authority.is_none() {
+        return Err(HeadError::Bad("missing Host header"));
+    }
+    let upgrade = minor == 1 && conn.upgrade && upgrade_value.is_some();
+    let keep_alive = !conn.close && (minor == 1 || conn.keep_alive);
+    let host = authority.map_or(host_value, str::as_bytes);
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if authority.is_some() || hosts == 1 {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(host);
+        out.extend_from_slice(b"\r\n");
+    }
+    for h in req.headers.iter() {
+        let kind = classify(h.name);
+        let skip = hop_by_hop(kind)
+            || matches!(
+                kind,
+                Kind::Host
+                    | Kind::ContentLength
+                    | Kind::XForwardedFor
+                    | Kind::XForwardedProto
+                    | Kind::Forwarded
+                    | Kind::Via
+            )
+            || (kind == Kind::Expect && expect_continue)
+            || conn.names(h.name);
+        if skip {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match body {
+        BodyLen::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyLen::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyLen::None | BodyLen::UntilClose => {}
+    }
+    if let (true, Some(proto)) = (upgrade, upgrade_value) {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        out.extend_from_slice(proto);
+        out.extend_from_slice(b"\r\n");
+    }
+    push_merged(out, b"X-Forwarded-For", &xff[..nx], &[peer.ip.as_bytes()]);
+    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    // Forwarded: for=...;proto=http[;host="..."]
+    let mut ours = Vec::with_capacity(64);
+    ours.extend_from_slice(b"for=");
+    if peer.v6 {
+        ours.extend_from_slice(b"\"[");
+        ours.extend_from_slice(peer.ip.as_bytes());
+        ours.extend_from_slice(b"]\"");
+    } else {
+        ours.extend_from_slice(peer.ip.as_bytes());
+    }
+    ours.extend_from_slice(b";proto=http");
+    if !host.is_empty() && host.iter().all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+        ours.extend_from_slice(b";host=\"");
+        ours.extend_from_slice(host);
+        ours.push(b'"');
+    }
+    push_merged(out, b"Forwarded", &fwd[..nf], &[&ours]);
+    let via_ours: &[u8] = if minor == 0 { b"1.0 tandem" } else { b"1.1 tandem" };
+    push_merged(out, b"Via", &via[..nv], &[via_ours]);
+    out.extend_from_slice(b"\r\n");
+
+    Ok(Some(RequestInfo {
+        head_len,
+        minor,
+        body,
+        keep_alive,
+        upgrade,
+        expect_continue,
+        is_head: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
+    }))
+}
+
+/// Split an absolute-form target into (origin-form path, authority).
+fn split_absolute(target: &str) -> (&str, Option<&str>) {
+    let rest = if target.len() > 7 && target[..7].eq_ignore_ascii_case("http://") {
+        &target[7..]
+    } else if target.len() > 8 && target[..8].eq_ignore_ascii_case("https://") {
+        &target[8..]
+    } else {
+        return (target, None);
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[i..], Some(&rest[..i])),
+        // "http://host?q" has an empty path: origin-form needs "/"; keep it simple and exact.
+        Some(_) => ("/", Some(rest.split('?').next().unwrap_or(rest))),
+        None => ("/", Some(rest)),
+    }
+}
+
+/// Parse a response head in `buf`; for a final response write the client's version into `out`.
+/// `client_keep_alive` is whether the client connection may stay open; the returned info says
+/// how the body is delimited. 1xx responses other than 101 are returned with `BodyLen::None`
+/// and nothing written: the caller skips them.
+pub(crate) fn rewrite_response(
+    buf: &[u8],
+    req: &RequestInfo,
+    client_keep_alive: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<(ResponseInfo, bool)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Bad("malformed response head")),
+    };
+    let status = resp.code.unwrap_or(0);
+    let minor = resp.version.unwrap_or(1);
+    let mut conn = ConnectionOpts::default();
+    let mut length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut chunked = false;
+    let mut via: [&[u8]; 8] = [b""; 8];
+    let mut nv = 0;
+    for h in resp.headers.iter() {
+        match classify(h.name) {
+            Kind::Connection => conn.add(h.value),
+            Kind::ContentLength => {
+                length = merge_length(length, h.value).map_err(|()| HeadError::Bad("invalid Content-Length from backend"))?;
+            }
+            Kind::TransferEncoding => {
+                te_seen = true;
+                chunked = chunked_last(h.value);
+            }
+            Kind::Via if nv < 8 => {
+                via[nv] = h.value;
+                nv += 1;
+            }
+            _ => {}
+        }
+    }
+    let informational = (100..200).contains(&status);
+    if informational && status != 101 {
+        let info = ResponseInfo {
+            head_len,
+            status,
+            body: BodyLen::None,
+            backend_keep_alive: true,
+        };
+        return Ok(Some((info, false)));
+    }
+    // RFC 9112 §6.3, in order.
+    let body = if req.is_head || status == 204 || status == 304 || informational {
+        BodyLen::None
+    } else if te_seen {
+        if chunked {
+            BodyLen::Chunked
+        } else {
+            BodyLen::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => BodyLen::None,
+            Some(n) => BodyLen::Length(n),
+            None => BodyLen::UntilClose,
+        }
+    };
+    let backend_keep_alive =
+        !conn.close && (minor == 1 || conn.keep_alive) && body != BodyLen::UntilClose && !(te_seen && length.is_some());
+    // An HTTP/1.0 client cannot read chunked framing: it gets the data and a close.
+    let dechunk = req.minor == 0 && body == BodyLen::Chunked;
+    let client_keep_alive = client_keep_alive && body != BodyLen::UntilClose && !dechunk && status != 101;
+
+    out.clear();
+    out.extend_from_slice(if req.minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(itoa_u64(u64::from(status), &mut [0u8; 20]));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        let kind = classify(h.name);
+        if hop_by_hop(kind) || kind == Kind::Via || kind == Kind::ContentLength || conn.names(h.name) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match body {
+        BodyLen::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyLen::Chunked if !dechunk => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        // A HEAD response or 304 keeps the Content-Length the backend announced.
+        BodyLen::None if length.is_some_and(|n| n > 0) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa_u64(length.unwrap_or(0), &mut [0u8; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyLen::None if status != 204 && status != 304 && !informational && !req.is_head => {
+            out.extend_from_slice(b"Content-Length: 0\r\n");
+        }
+        _ => {}
+    }
+    if status == 101 {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        if let Some(u) = resp.headers.iter().find(|h| classify(h.name) == Kind::Upgrade) {
+            out.extend_from_slice(b"Upgrade: ");
+            out.extend_from_slice(u.value);
+            out.extend_from_slice(b"\r\n");
+        }
+    } else if !client_keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if req.minor == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    let via_ours: &[u8] = if minor == 0 { b"1.0 tandem" } else { b"1.1 tandem" };
+    push_merged(out, b"Via", &via[..nv], &[via_ours]);
+    out.extend_from_slice(b"\r\n");
+    let info = ResponseInfo {
+        head_len,
+        status,
+        body,
+        backend_keep_alive,
+    };
+    Ok(Some((info, client_keep_alive)))
+}
+
+/// Format `n` in decimal into `buf` without allocating.
+pub(crate) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer::new("192.0.2.7:5000".parse().expect("addr"))
+    }
+
+    fn req(raw: &str) -> Result<(RequestInfo, String), HeadError> {
+        let mut out = Vec::new();
+        let info = rewrite_request(raw.as_bytes(), &peer(), &mut out)?.expect("complete");
+        Ok((info, String::from_utf8(out).expect("utf8")))
+    }
+
+    #[test]
+    fn rewrites_a_simple_get() {
+        let (info, out) = req("GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\n\r\n").expect("ok");
+        assert_eq!(info.body, BodyLen::None);
+        assert!(info.keep_alive && info.idempotent && !info.upgrade);
+        assert_eq!(
+            out,
+            "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nX-Forwarded-For: 192.0.2.7\r\n\
+             X-Forwarded-Proto: http\r\nForwarded: for=192.0.2.7;proto=http;host=\"example.com\"\r\n\
+             Via: 1.1 tandem\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_merges_forwarding() {
+        let (info, out) = req(
+            "POST / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Foo\r\nX-Foo: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+             Proxy-Connection: x\r\nX-Forwarded-For: 198.51.100.1\r\nX-Forwarded-Proto: https\r\nVia: 1.0 edge\r\n\
+             Content-Length: 3\r\n\r\nabc",
+        )
+        .expect("ok");
+        assert!(!info.keep_alive);
+        assert_eq!(info.body, BodyLen::Length(3));
+        for gone in ["X-Foo", "Keep-Alive", "TE:", "Proxy-Connection", "Connection", "https"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("X-Forwarded-For: 198.51.100.1, 192.0.2.7\r\n"), "{out}");
+        assert!(out.contains("Via: 1.0 edge, 1.1 tandem\r\n"), "{out}");
+        assert!(out.contains("Content-Length: 3\r\n"), "{out}");
+    }
+
+    #[test]
+    fn refuses_smuggling_shapes() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+        ] {
+            assert!(req(raw).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_replaces_host() {
+        let (_, out) = req("GET http://example.org:8080/x HTTP/1.1\r\nHost: other\r\n\r\n").expect("ok");
+        assert!(out.starts_with("GET /x HTTP/1.1\r\nHost: example.org:8080\r\n"), "{out}");
+        assert!(!out.contains("other"));
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_headers() {
+        let (info, out) =
+            req("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").expect("ok");
+        assert!(info.upgrade);
+        assert!(out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"), "{out}");
+    }
+
+    #[test]
+    fn http10_keep_alive_only_when_asked() {
+        assert!(!req("GET / HTTP/1.0\r\n\r\n").expect("ok").0.keep_alive);
+        assert!(req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").expect("ok").0.keep_alive);
+    }
+
+    fn resp(raw: &str, request: &str) -> (ResponseInfo, bool, String) {
+        let (r, _) = req(request).expect("request");
+        let mut out = Vec::new();
+        let (info, ka) = rewrite_response(raw.as_bytes(), &r, r.keep_alive, &mut out)
+            .expect("ok")
+            .expect("complete");
+        (info, ka, String::from_utf8(out).expect("utf8"))
+    }
+
+    #[test]
+    fn response_framing() {
+        let get = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (i, ka, out) = resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", get);
+        assert_eq!((i.body, i.backend_keep_alive, ka), (BodyLen::Length(5), true, true));
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nVia: 1.1 tandem\r\n\r\n");
+        let (i, ka, out) = resp("HTTP/1.1 200 OK\r\n\r\n", get);
+        assert_eq!((i.body, i.backend_keep_alive, ka), (BodyLen::UntilClose, false, false));
+        assert!(out.contains("Connection: close\r\n"));
+        let (i, _, _) = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", get);
+        assert_eq!(i.body, BodyLen::Chunked);
+        let (i, _, out) = resp("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(i.body, BodyLen::None);
+        assert!(out.contains("Content-Length: 10\r\n"));
+        let (i, _, _) = resp("HTTP/1.1 100 Continue\r\n\r\n", get);
+        assert_eq!((i.status, i.body), (100, BodyLen::None));
+    }
+
+    #[test]
+    fn http10_client_gets_dechunked_close() {
+        let (i, ka, out) = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(i.body, BodyLen::Chunked);
+        assert!(!ka);
+        assert!(out.starts_with("HTTP/1.0 200 OK\r\n") && !out.contains("chunked"), "{out}");
+    }
+
+    #[test]
+    fn itoa() {
+        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+            assert_eq!(itoa_u64(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
+    }
+}
