@@ -184,7 +184,12 @@ if [[ " $TARGETS " == *" tandem "* ]]; then
         log "error: $TANDEM_BIN not found; skipping the tandem target"
         TANDEM_OK=0
     fi
-    if ((!TANDEM_OK)); then TARGETS="$(sed 's/\btandem\b//' <<<"$TARGETS")"; fi
+    if ((TANDEM_OK)); then
+        # run a private copy: a concurrent 'cargo build' must not swap the binary mid-benchmark
+        cp "$TANDEM_BIN" "$TMP/tandem" && TANDEM_BIN="$TMP/tandem"
+    else
+        TARGETS="$(sed 's/\btandem\b//' <<<"$TARGETS")"
+    fi
 fi
 
 # ------------------------------------------------------------------ backends
@@ -499,9 +504,9 @@ TANDEM_V="n/a"
 MODEL="$(lscpu 2>/dev/null | awk -F': *' '/^Model name:/ && !m {m = $2} END {print m}' || true)"
 MEM="$(free -h | awk '/^Mem:/ {print $2}')"
 STAMP="$(date -u +%Y-%m-%dT%H:%MZ)"
-GITREV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo 'no commit')"
+GITREV="$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo 'no commit')"
 cat >"$TMP/meta.md" <<EOF
-- date: $STAMP, tandem $TANDEM_V (git $GITREV)
+- date: $STAMP; tandem: $TANDEM_V (git $GITREV)
 - machine: $NCPU CPUs ($MODEL), $MEM RAM, kernel $(uname -r)
 - HAProxy $HAPROXY_V, nginx $NGINX_V, wrk $WRK_V, h2load $H2LOAD_V
 - rounds: $ROUNDS × ${DURATION}s per target and scenario (+${WARMUP}s warm-up), medians shown;

@@ -32,7 +32,6 @@ use crate::upstream::{Failed, UpstreamError, Upstreams};
 /// A request is offered to at most this many backends when connecting fails.
 const MAX_CONNECT_ATTEMPTS: usize = 3;
 
-
 pub(crate) struct H2Service {
     balancer: Arc<Balancer>,
     upstreams: Arc<Upstreams>,
@@ -72,7 +71,10 @@ impl H2Service {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(Prefixed::new(prefix, ActivityIo::new(stream, Arc::clone(&activity))));
+        let io = TokioIo::new(Prefixed::new(
+            prefix,
+            ActivityIo::new(stream, Arc::clone(&activity)),
+        ));
         let this = Arc::clone(&self);
         let act = Arc::clone(&activity);
         let svc = service_fn(move |req| {

@@ -9,9 +9,9 @@
 mod activity;
 mod body;
 mod dataplane;
-pub mod headers;
 mod h1;
 mod h2;
+pub mod headers;
 mod listener;
 mod slot;
 mod tcp;
@@ -28,7 +28,10 @@ pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 /// Monotonic nanoseconds since the first call, for latency bookkeeping.
 pub(crate) fn mono_ns() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 /// Entry points for fuzzing the parsers tandem owns (`fuzz/`); not a stable API.

@@ -425,13 +425,15 @@ async fn response_streams_before_backend_finishes() {
     let _t = Tandem::run("stream-first", &cfg, &[listen]).await;
 
     // curl -N prints bytes as they arrive; read its stdout as it goes.
-    let mut child = std::process::Command::new("curl")
-        .args(["-sS", "-N", "--noproxy", "*", "--max-time", "20"])
-        .arg(format!("http://{listen}/"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn curl");
-    let mut stdout = child.stdout.take().expect("stdout");
+    let mut child = ChildGuard(
+        std::process::Command::new("curl")
+            .args(["-sS", "-N", "--noproxy", "*", "--max-time", "20"])
+            .arg(format!("http://{listen}/"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn curl"),
+    );
+    let mut stdout = child.0.stdout.take().expect("stdout");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let reader = std::thread::spawn(move || {
         use std::io::Read;
@@ -462,7 +464,7 @@ async fn response_streams_before_backend_finishes() {
     })
     .await;
     assert_eq!(String::from_utf8_lossy(&got), "first-chunk\nlast-chunk\n");
-    let status = child.wait().expect("curl wait");
+    let status = child.0.wait().expect("curl wait");
     assert!(status.success());
     reader.join().expect("reader");
 }

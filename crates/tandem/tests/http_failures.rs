@@ -303,11 +303,6 @@ async fn slow_clients_are_cut_off_after_header_timeout() {
 
 // N = 42
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a client connection that never sends a byte is kept for idle_timeout (60s by \
-            default) instead of header_timeout: h1/conn.rs arms the head deadline only once \
-            the first byte has arrived (`Limit::For(idle)` while cbuf is empty), so idle \
-            sockets are a free slowloris. HAProxy (`timeout http-request`) and nginx \
-            (`client_header_timeout`) count from accept, as the hyper-based tandem did."]
 async fn client_that_never_sends_a_byte_is_cut_off_after_header_timeout() {
     let n = 42;
     let backend = text_backend(ip(n), "ok").await;
@@ -543,11 +538,6 @@ async fn truncated_backend_body_is_an_error_for_the_client_not_a_hang() {
 
 // N = 41
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a backend that answers an upload early (413 before reading the body, then \
-            closing) makes tandem answer 502 instead of relaying the 413: h1/conn.rs copies the \
-            whole request body before reading the response and maps the resulting write error \
-            (EPIPE) to `502 backend failed to accept the request` without reading the response \
-            the backend already sent. Happens with and without `Expect: 100-continue`."]
 async fn early_backend_answer_to_an_upload_is_relayed_not_hung() {
     let n = 41;
     // Refuses uploads at once, without reading the body.

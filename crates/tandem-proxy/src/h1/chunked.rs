@@ -69,7 +69,11 @@ impl Chunked {
 
     /// Scan `buf`; returns how many bytes of it belong to the body (all of them unless the
     /// body ended inside `buf`). `on_data` receives the ranges of `buf` that are chunk data.
-    pub(crate) fn scan(&mut self, buf: &[u8], mut on_data: impl FnMut(Range<usize>)) -> Result<usize, ChunkError> {
+    pub(crate) fn scan(
+        &mut self,
+        buf: &[u8],
+        mut on_data: impl FnMut(Range<usize>),
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < buf.len() {
             let b = buf[i];
@@ -104,10 +108,15 @@ impl Chunked {
                     if b != b'\n' {
                         return Err(ChunkError::Crlf);
                     }
-                    self.state = if self.size == 0 { State::TrailerStart } else { State::Data };
+                    self.state = if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
                 }
                 State::Data => {
-                    let take = (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                    let take =
+                        (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
                     on_data(i..i + take);
                     self.size -= take as u64;
                     i += take;
@@ -222,7 +231,11 @@ mod tests {
             b"fffffffffffffffff\r\n",
             b"-1\r\n",
         ] {
-            assert!(decode(bad, bad.len()).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode(bad, bad.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::copy::{copy_body, CopyError};
-use super::head::{itoa_u64, rewrite_request, rewrite_response, BodyLen, HeadError, Peer, RequestInfo};
+use super::head::{
+    itoa_u64, rewrite_request, rewrite_response, BodyLen, HeadError, Peer, RequestInfo,
+};
 use super::io::{read_into, write_all, write_all2, Buf, Limit};
 use super::pool::BackendPool;
 use crate::h2::H2Service;
@@ -22,8 +24,12 @@ use crate::slot::{Acquired, Balancer, Slot};
 
 /// A request is offered to at most this many backends when connecting fails.
 const MAX_CONNECT_ATTEMPTS: usize = 3;
-/// Buffer for backend responses and bodies; also bounds a response head.
-const BACKEND_BUF: usize = 32 * 1024;
+/// Buffer for backend responses and bodies: starts small, grows for bulk bodies; its maximum
+/// also bounds a response head.
+const BACKEND_BUF_INITIAL: usize = 8 * 1024;
+const BACKEND_BUF_MAX: usize = 64 * 1024;
+/// Client buffer to start with; it grows up to `max_header_size` for large heads.
+const CLIENT_BUF_INITIAL: usize = 4 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pub(crate) struct H1Service {
@@ -92,9 +98,11 @@ impl H1Service {
         let mut c = Conn {
             client,
             peer: Peer::new(peer),
-            key: RequestKey { client: Some(peer.ip()) },
-            cbuf: Buf::new(self.max_header_size),
-            bbuf: Buf::new(BACKEND_BUF),
+            key: RequestKey {
+                client: Some(peer.ip()),
+            },
+            cbuf: Buf::new(CLIENT_BUF_INITIAL, self.max_header_size),
+            bbuf: Buf::new(BACKEND_BUF_INITIAL, BACKEND_BUF_MAX),
             req_head: Vec::with_capacity(1024),
             resp_head: Vec::with_capacity(1024),
         };
@@ -105,7 +113,9 @@ impl H1Service {
                 Ok(None) => return,
                 Err(HandOff::H2) => {
                     let prefix = c.cbuf.filled().to_vec();
-                    Arc::clone(&self.h2).serve(c.client, prefix, peer, shutdown).await;
+                    Arc::clone(&self.h2)
+                        .serve(c.client, prefix, peer, shutdown)
+                        .await;
                     return;
                 }
             };
@@ -125,7 +135,10 @@ impl H1Service {
         first: bool,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Option<RequestInfo>, HandOff> {
-        let mut head_deadline = None;
+        // A new connection must deliver its first request head within header_timeout of being
+        // accepted (a silent socket is a slowloris too); between keep-alive requests the idle
+        // timeout applies until the next head starts.
+        let mut head_deadline = first.then(|| Instant::now() + self.timeouts.header);
         loop {
             if !c.cbuf.is_empty() {
                 if first && c.cbuf.filled()[0] == b'P' {
@@ -142,11 +155,13 @@ impl H1Service {
                     return Ok(info);
                 }
             }
-            let limit = if c.cbuf.is_empty() {
+            let limit = if c.cbuf.is_empty() && head_deadline.is_none() {
                 Limit::For(self.timeouts.idle)
             } else {
                 // Slowloris: the whole head must arrive within header_timeout.
-                Limit::Until(*head_deadline.get_or_insert_with(|| Instant::now() + self.timeouts.header))
+                Limit::Until(
+                    *head_deadline.get_or_insert_with(|| Instant::now() + self.timeouts.header),
+                )
             };
             let read = tokio::select! {
                 biased;
@@ -168,7 +183,14 @@ impl H1Service {
                 Some(Some(info))
             }
             Ok(None) if c.cbuf.is_full() => {
-                local(&c.client, 431, "request header fields too large\n", true, false).await;
+                local(
+                    &c.client,
+                    431,
+                    "request header fields too large\n",
+                    true,
+                    false,
+                )
+                .await;
                 Some(None)
             }
             Ok(None) => None,
@@ -192,11 +214,25 @@ impl H1Service {
             let slot = match self.balancer.acquire(&c.key).await {
                 Acquired::Slot(s) => s,
                 Acquired::Busy => {
-                    local(&c.client, 503, "all backends are busy\n", close_after_local, false).await;
+                    local(
+                        &c.client,
+                        503,
+                        "all backends are busy\n",
+                        close_after_local,
+                        false,
+                    )
+                    .await;
                     return next_after_local(close_after_local);
                 }
                 Acquired::NoBackend => {
-                    local(&c.client, 503, "no backend available\n", close_after_local, true).await;
+                    local(
+                        &c.client,
+                        503,
+                        "no backend available\n",
+                        close_after_local,
+                        true,
+                    )
+                    .await;
                     return next_after_local(close_after_local);
                 }
             };
@@ -206,7 +242,10 @@ impl H1Service {
                 None => match self.connect(addr).await {
                     Ok(s) => (s, false),
                     Err(e) => {
-                        slot.backend().stats.failures.fetch_add(1, Ordering::Relaxed);
+                        slot.backend()
+                            .stats
+                            .failures
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(backend = %addr, error = %e, "backend connect failed");
                         continue;
                     }
@@ -227,7 +266,10 @@ impl H1Service {
                             Err(Failure::Abort | Failure::Retry) => return Next::Close,
                         },
                         Err(e) => {
-                            slot.backend().stats.failures.fetch_add(1, Ordering::Relaxed);
+                            slot.backend()
+                                .stats
+                                .failures
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(backend = %addr, error = %e, "backend connect failed");
                             continue;
                         }
@@ -240,7 +282,14 @@ impl H1Service {
                 Err(Failure::Abort) => return Next::Close,
             }
         }
-        local(&c.client, 502, "no backend accepted the connection\n", true, false).await;
+        local(
+            &c.client,
+            502,
+            "no backend accepted the connection\n",
+            true,
+            false,
+        )
+        .await;
         Next::Close
     }
 
@@ -270,18 +319,54 @@ impl H1Service {
                 .await
                 .map_err(|_| Failure::Abort)?;
         }
-        // Request head and body.
-        let sent = copy_body(&mut c.client, &mut c.cbuf, &backend, info.body, false, &c.req_head, idle).await;
+        // Request head and body. A backend may answer before it has read the whole body (413,
+        // 401, a redirect): watch for that, stop sending, relay its answer and close both
+        // connections afterwards, since the rest of the body was never read.
         let replayable = info.body == BodyLen::None && info.idempotent;
+        let mut body_incomplete = false;
+        let sent = if info.body == BodyLen::None {
+            copy_body(
+                &mut c.client,
+                &mut c.cbuf,
+                &backend,
+                info.body,
+                false,
+                &c.req_head,
+                idle,
+            )
+            .await
+        } else {
+            let upload = copy_body(
+                &mut c.client,
+                &mut c.cbuf,
+                &backend,
+                info.body,
+                false,
+                &c.req_head,
+                idle,
+            );
+            tokio::select! {
+                r = upload => r,
+                _ = backend.readable() => {
+                    body_incomplete = true;
+                    Ok(0)
+                }
+            }
+        };
         match sent {
             Ok(n) => {
                 stats.bytes_in.fetch_add(n, Ordering::Relaxed);
             }
             Err(CopyError::Write(_)) if reused && replayable => return Err(Failure::Retry),
+            // The backend stopped reading (and probably answered already): read its answer.
+            Err(CopyError::Write(_)) if info.body != BodyLen::None => body_incomplete = true,
             Err(CopyError::Write(e)) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(backend = %slot.backend().address, error = %e, "sending request failed");
-                return Err(Failure::Respond(502, "backend failed to accept the request\n"));
+                return Err(Failure::Respond(
+                    502,
+                    "backend failed to accept the request\n",
+                ));
             }
             // The client vanished or sent a broken body: nothing to answer.
             Err(_) => return Err(Failure::Abort),
@@ -292,7 +377,12 @@ impl H1Service {
         let mut got_any = false;
         let (resp, client_keep_alive) = loop {
             if !c.bbuf.is_empty() {
-                match rewrite_response(c.bbuf.filled(), info, info.keep_alive, &mut c.resp_head) {
+                match rewrite_response(
+                    c.bbuf.filled(),
+                    info,
+                    info.keep_alive && !body_incomplete,
+                    &mut c.resp_head,
+                ) {
                     Ok(Some((r, _))) if (100..200).contains(&r.status) && r.status != 101 => {
                         c.bbuf.consume(r.head_len);
                         continue;
@@ -332,41 +422,73 @@ impl H1Service {
             }
         };
         if let Some(t) = started {
-            slot.backend().record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
+            slot.backend()
+                .record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
         }
         c.bbuf.consume(resp.head_len);
 
         if resp.status == 101 {
             if !info.upgrade {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                return Err(Failure::Respond(502, "backend switched protocols unasked\n"));
+                return Err(Failure::Respond(
+                    502,
+                    "backend switched protocols unasked\n",
+                ));
             }
             return Ok(self.tunnel(c, backend, stats).await);
         }
         let dechunk = info.minor == 0 && resp.body == BodyLen::Chunked;
-        match copy_body(&mut backend, &mut c.bbuf, &c.client, resp.body, dechunk, &c.resp_head, idle).await {
+        match copy_body(
+            &mut backend,
+            &mut c.bbuf,
+            &c.client,
+            resp.body,
+            dechunk,
+            &c.resp_head,
+            idle,
+        )
+        .await
+        {
             Ok(n) => {
                 stats.bytes_out.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => {
-                if matches!(e, CopyError::Read(_) | CopyError::Truncated | CopyError::Chunked(_)) {
+                if matches!(
+                    e,
+                    CopyError::Read(_) | CopyError::Truncated | CopyError::Chunked(_)
+                ) {
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(backend = %slot.backend().address, error = %e, "response body failed");
                 }
                 return Err(Failure::Abort);
             }
         }
+        if body_incomplete {
+            return Ok(Next::Close);
+        }
         if resp.backend_keep_alive && c.bbuf.is_empty() {
             self.pool.checkin(slot.backend().address, backend);
         }
-        Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
+        Ok(if client_keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
     }
 
     /// After `101 Switching Protocols`: relay bytes both ways until either side closes.
-    async fn tunnel(&self, c: &mut Conn, mut backend: TcpStream, stats: &tandem_balance::BackendStats) -> Next {
+    async fn tunnel(
+        &self,
+        c: &mut Conn,
+        mut backend: TcpStream,
+        stats: &tandem_balance::BackendStats,
+    ) -> Next {
         let idle = Limit::For(self.timeouts.idle);
         let to_client = c.bbuf.filled();
-        if write_all2(&c.client, &c.resp_head, to_client, idle).await.is_err() {
+        if write_all2(&c.client, &c.resp_head, to_client, idle)
+            .await
+            .is_err()
+        {
             return Next::Upgraded;
         }
         if !c.cbuf.is_empty() && write_all(&backend, c.cbuf.filled(), idle).await.is_err() {
@@ -433,5 +555,11 @@ async fn local(client: &TcpStream, status: u16, body: &str, close: bool, retry_a
         head.extend_from_slice(b"Connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    let _ = write_all2(client, &head, body.as_bytes(), Limit::For(Duration::from_secs(5))).await;
+    let _ = write_all2(
+        client,
+        &head,
+        body.as_bytes(),
+        Limit::For(Duration::from_secs(5)),
+    )
+    .await;
 }

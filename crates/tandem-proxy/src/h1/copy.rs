@@ -37,10 +37,15 @@ pub(crate) async fn copy_body(
     let mut sent = 0u64;
     match len {
         BodyLen::None => {
-            write_all2(dst, head, &[], idle).await.map_err(CopyError::Write)?;
+            write_all2(dst, head, &[], idle)
+                .await
+                .map_err(CopyError::Write)?;
         }
         BodyLen::Length(mut rem) => loop {
-            let take = buf.filled().len().min(usize::try_from(rem).unwrap_or(usize::MAX));
+            let take = buf
+                .filled()
+                .len()
+                .min(usize::try_from(rem).unwrap_or(usize::MAX));
             if take > 0 || !head.is_empty() {
                 write_all2(dst, head, &buf.filled()[..take], idle)
                     .await
@@ -72,7 +77,9 @@ pub(crate) async fn copy_body(
                         })
                         .map_err(CopyError::Chunked)?;
                     let out = if dechunk { &plain[..] } else { &filled[..used] };
-                    write_all2(dst, head, out, idle).await.map_err(CopyError::Write)?;
+                    write_all2(dst, head, out, idle)
+                        .await
+                        .map_err(CopyError::Write)?;
                     head = &[];
                     sent += out.len() as u64;
                     buf.consume(used);
@@ -80,7 +87,9 @@ pub(crate) async fn copy_body(
                         break;
                     }
                 } else if !head.is_empty() {
-                    write_all2(dst, head, &[], idle).await.map_err(CopyError::Write)?;
+                    write_all2(dst, head, &[], idle)
+                        .await
+                        .map_err(CopyError::Write)?;
                     head = &[];
                 }
                 if read_into(src, buf, idle).await.map_err(CopyError::Read)? == 0 {
@@ -91,7 +100,9 @@ pub(crate) async fn copy_body(
         BodyLen::UntilClose => loop {
             if !buf.is_empty() || !head.is_empty() {
                 let n = buf.len();
-                write_all2(dst, head, buf.filled(), idle).await.map_err(CopyError::Write)?;
+                write_all2(dst, head, buf.filled(), idle)
+                    .await
+                    .map_err(CopyError::Write)?;
                 head = &[];
                 buf.consume(n);
                 sent += n as u64;

@@ -125,7 +125,10 @@ fn hop_by_hop(kind: Kind) -> bool {
 }
 
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -179,7 +182,9 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    v.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Combine every `Content-Length` line: all must be the same valid number.
@@ -202,6 +207,30 @@ fn chunked_last(value: &[u8]) -> bool {
         .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
 }
 
+/// The values of one list header seen in a head (X-Forwarded-For, Forwarded, Via), to be
+/// merged with ours into a single line. Bounded: more lines than this is refused.
+#[derive(Default)]
+struct Lines<'a> {
+    values: [&'a [u8]; 8],
+    n: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn push(&mut self, v: &'a [u8]) -> Result<(), HeadError> {
+        let slot = self
+            .values
+            .get_mut(self.n)
+            .ok_or(HeadError::Bad("too many forwarding header lines"))?;
+        *slot = v;
+        self.n += 1;
+        Ok(())
+    }
+
+    fn as_slice(&self) -> &[&'a [u8]] {
+        &self.values[..self.n]
+    }
+}
+
 fn push_merged(out: &mut Vec<u8>, name: &[u8], existing: &[&[u8]], ours: &[&[u8]]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -218,7 +247,11 @@ fn push_merged(out: &mut Vec<u8>, name: &[u8], existing: &[&[u8]], ours: &[&[u8]
 
 /// Parse a request head in `buf` and write the backend's version into `out` (cleared first).
 /// `Ok(None)`: the head is not complete yet.
-pub(crate) fn rewrite_request(buf: &[u8], peer: &Peer, out: &mut Vec<u8>) -> Result<Option<RequestInfo>, HeadError> {
+pub(crate) fn rewrite_request(
+    buf: &[u8],
+    peer: &Peer,
+    out: &mut Vec<u8>,
+) -> Result<Option<RequestInfo>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -242,13 +275,13 @@ pub(crate) fn rewrite_request(buf: &[u8], peer: &Peer, out: &mut Vec<u8>) -> Res
     let mut host_value: &[u8] = b"";
     let mut expect_continue = false;
     let mut upgrade_value: Option<&[u8]> = None;
-    let (mut xff, mut fwd, mut via): ([&[u8]; 8], [&[u8]; 8], [&[u8]; 8]) = ([b""; 8], [b""; 8], [b""; 8]);
-    let (mut nx, mut nf, mut nv) = (0, 0, 0);
+    let (mut xff, mut fwd, mut via) = (Lines::default(), Lines::default(), Lines::default());
     for h in req.headers.iter() {
         match classify(h.name) {
             Kind::Connection => conn.add(h.value),
             Kind::ContentLength => {
-                length = merge_length(length, h.value).map_err(|()| HeadError::Bad("invalid Content-Length"))?;
+                length = merge_length(length, h.value)
+                    .map_err(|()| HeadError::Bad("invalid Content-Length"))?;
             }
             Kind::TransferEncoding => {
                 te_seen = true;
@@ -258,27 +291,11 @@ pub(crate) fn rewrite_request(buf: &[u8], peer: &Peer, out: &mut Vec<u8>) -> Res
                 hosts += 1;
                 host_value = h.value;
             }
-            Kind::Expect => {
-                if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
-                    expect_continue = true;
-                }
-            }
+            Kind::Expect => expect_continue |= trim(h.value).eq_ignore_ascii_case(b"100-continue"),
             Kind::Upgrade => upgrade_value = Some(h.value),
-            Kind::XForwardedFor if nx < 8 => {
-                xff[nx] = h.value;
-                nx += 1;
-            }
-            Kind::Forwarded if nf < 8 => {
-                fwd[nf] = h.value;
-                nf += 1;
-            }
-            Kind::Via if nv < 8 => {
-                via[nv] = h.value;
-                nv += 1;
-            }
-            Kind::XForwardedFor | Kind::Forwarded | Kind::Via => {
-                return Err(HeadError::Bad("too many forwarding header lines"))
-            }
+            Kind::XForwardedFor => xff.push(h.value)?,
+            Kind::Forwarded => fwd.push(h.value)?,
+            Kind::Via => via.push(h.value)?,
             _ => {}
         }
     }
@@ -287,7 +304,9 @@ pub(crate) fn rewrite_request(buf: &[u8], peer: &Peer, out: &mut Vec<u8>) -> Res
     // refuse it rather than guess which length the backend will believe.
     let body = match (te_seen, length) {
         (true, Some(_)) => return Err(HeadError::Bad("both Transfer-Encoding and Content-Length")),
-        (true, None) if minor == 0 => return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request")),
+        (true, None) if minor == 0 => {
+            return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"))
+        }
         (true, None) if !chunked => return Err(HeadError::Bad("unsupported Transfer-Encoding")),
         (true, None) => BodyLen::Chunked,
         (false, Some(0)) | (false, None) => BodyLen::None,
@@ -351,7 +370,12 @@ pub(crate) fn rewrite_request(buf: &[u8], peer: &Peer, out: &mut Vec<u8>) -> Res
         out.extend_from_slice(proto);
         out.extend_from_slice(b"\r\n");
     }
-    push_merged(out, b"X-Forwarded-For", &xff[..nx], &[peer.ip.as_bytes()]);
+    push_merged(
+        out,
+        b"X-Forwarded-For",
+        xff.as_slice(),
+        &[peer.ip.as_bytes()],
+    );
     out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     // Forwarded: for=...;proto=http[;host="..."]
     let mut ours = Vec::with_capacity(64);
@@ -364,14 +388,22 @@ pub(crate) fn rewrite_request(buf: &[u8], peer: &Peer, out: &mut Vec<u8>) -> Res
         ours.extend_from_slice(peer.ip.as_bytes());
     }
     ours.extend_from_slice(b";proto=http");
-    if !host.is_empty() && host.iter().all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+    if !host.is_empty()
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
         ours.extend_from_slice(b";host=\"");
         ours.extend_from_slice(host);
         ours.push(b'"');
     }
-    push_merged(out, b"Forwarded", &fwd[..nf], &[&ours]);
-    let via_ours: &[u8] = if minor == 0 { b"1.0 tandem" } else { b"1.1 tandem" };
-    push_merged(out, b"Via", &via[..nv], &[via_ours]);
+    push_merged(out, b"Forwarded", fwd.as_slice(), &[&ours]);
+    let via_ours: &[u8] = if minor == 0 {
+        b"1.0 tandem"
+    } else {
+        b"1.1 tandem"
+    };
+    push_merged(out, b"Via", via.as_slice(), &[via_ours]);
     out.extend_from_slice(b"\r\n");
 
     Ok(Some(RequestInfo {
@@ -382,7 +414,10 @@ pub(crate) fn rewrite_request(buf: &[u8], peer: &Peer, out: &mut Vec<u8>) -> Res
         upgrade,
         expect_continue,
         is_head: method == "HEAD",
-        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        ),
     }))
 }
 
@@ -427,21 +462,21 @@ pub(crate) fn rewrite_response(
     let mut length: Option<u64> = None;
     let mut te_seen = false;
     let mut chunked = false;
-    let mut via: [&[u8]; 8] = [b""; 8];
-    let mut nv = 0;
+    let mut via = Lines::default();
     for h in resp.headers.iter() {
         match classify(h.name) {
             Kind::Connection => conn.add(h.value),
             Kind::ContentLength => {
-                length = merge_length(length, h.value).map_err(|()| HeadError::Bad("invalid Content-Length from backend"))?;
+                length = merge_length(length, h.value)
+                    .map_err(|()| HeadError::Bad("invalid Content-Length from backend"))?;
             }
             Kind::TransferEncoding => {
                 te_seen = true;
                 chunked = chunked_last(h.value);
             }
-            Kind::Via if nv < 8 => {
-                via[nv] = h.value;
-                nv += 1;
+            // A backend's excess Via lines are dropped rather than failing the response.
+            Kind::Via => {
+                let _ = via.push(h.value);
             }
             _ => {}
         }
@@ -472,21 +507,32 @@ pub(crate) fn rewrite_response(
             None => BodyLen::UntilClose,
         }
     };
-    let backend_keep_alive =
-        !conn.close && (minor == 1 || conn.keep_alive) && body != BodyLen::UntilClose && !(te_seen && length.is_some());
+    let backend_keep_alive = !conn.close
+        && (minor == 1 || conn.keep_alive)
+        && body != BodyLen::UntilClose
+        && !(te_seen && length.is_some());
     // An HTTP/1.0 client cannot read chunked framing: it gets the data and a close.
     let dechunk = req.minor == 0 && body == BodyLen::Chunked;
-    let client_keep_alive = client_keep_alive && body != BodyLen::UntilClose && !dechunk && status != 101;
+    let client_keep_alive =
+        client_keep_alive && body != BodyLen::UntilClose && !dechunk && status != 101;
 
     out.clear();
-    out.extend_from_slice(if req.minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(if req.minor == 0 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
     out.extend_from_slice(itoa_u64(u64::from(status), &mut [0u8; 20]));
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
         let kind = classify(h.name);
-        if hop_by_hop(kind) || kind == Kind::Via || kind == Kind::ContentLength || conn.names(h.name) {
+        if hop_by_hop(kind)
+            || kind == Kind::Via
+            || kind == Kind::ContentLength
+            || conn.names(h.name)
+        {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -514,7 +560,11 @@ pub(crate) fn rewrite_response(
     }
     if status == 101 {
         out.extend_from_slice(b"Connection: upgrade\r\n");
-        if let Some(u) = resp.headers.iter().find(|h| classify(h.name) == Kind::Upgrade) {
+        if let Some(u) = resp
+            .headers
+            .iter()
+            .find(|h| classify(h.name) == Kind::Upgrade)
+        {
             out.extend_from_slice(b"Upgrade: ");
             out.extend_from_slice(u.value);
             out.extend_from_slice(b"\r\n");
@@ -524,8 +574,12 @@ pub(crate) fn rewrite_response(
     } else if req.minor == 0 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
-    let via_ours: &[u8] = if minor == 0 { b"1.0 tandem" } else { b"1.1 tandem" };
-    push_merged(out, b"Via", &via[..nv], &[via_ours]);
+    let via_ours: &[u8] = if minor == 0 {
+        b"1.0 tandem"
+    } else {
+        b"1.1 tandem"
+    };
+    push_merged(out, b"Via", via.as_slice(), &[via_ours]);
     out.extend_from_slice(b"\r\n");
     let info = ResponseInfo {
         head_len,
@@ -566,7 +620,8 @@ mod tests {
 
     #[test]
     fn rewrites_a_simple_get() {
-        let (info, out) = req("GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\n\r\n").expect("ok");
+        let (info, out) =
+            req("GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\n\r\n").expect("ok");
         assert_eq!(info.body, BodyLen::None);
         assert!(info.keep_alive && info.idempotent && !info.upgrade);
         assert_eq!(
@@ -587,10 +642,20 @@ mod tests {
         .expect("ok");
         assert!(!info.keep_alive);
         assert_eq!(info.body, BodyLen::Length(3));
-        for gone in ["X-Foo", "Keep-Alive", "TE:", "Proxy-Connection", "Connection", "https"] {
+        for gone in [
+            "X-Foo",
+            "Keep-Alive",
+            "TE:",
+            "Proxy-Connection",
+            "Connection",
+            "https",
+        ] {
             assert!(!out.contains(gone), "{gone} in {out}");
         }
-        assert!(out.contains("X-Forwarded-For: 198.51.100.1, 192.0.2.7\r\n"), "{out}");
+        assert!(
+            out.contains("X-Forwarded-For: 198.51.100.1, 192.0.2.7\r\n"),
+            "{out}"
+        );
         assert!(out.contains("Via: 1.0 edge, 1.1 tandem\r\n"), "{out}");
         assert!(out.contains("Content-Length: 3\r\n"), "{out}");
     }
@@ -613,23 +678,36 @@ mod tests {
 
     #[test]
     fn absolute_form_replaces_host() {
-        let (_, out) = req("GET http://example.org:8080/x HTTP/1.1\r\nHost: other\r\n\r\n").expect("ok");
-        assert!(out.starts_with("GET /x HTTP/1.1\r\nHost: example.org:8080\r\n"), "{out}");
+        let (_, out) =
+            req("GET http://example.org:8080/x HTTP/1.1\r\nHost: other\r\n\r\n").expect("ok");
+        assert!(
+            out.starts_with("GET /x HTTP/1.1\r\nHost: example.org:8080\r\n"),
+            "{out}"
+        );
         assert!(!out.contains("other"));
     }
 
     #[test]
     fn upgrade_keeps_upgrade_headers() {
         let (info, out) =
-            req("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").expect("ok");
+            req("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .expect("ok");
         assert!(info.upgrade);
-        assert!(out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"), "{out}");
+        assert!(
+            out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn http10_keep_alive_only_when_asked() {
         assert!(!req("GET / HTTP/1.0\r\n\r\n").expect("ok").0.keep_alive);
-        assert!(req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").expect("ok").0.keep_alive);
+        assert!(
+            req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .expect("ok")
+                .0
+                .keep_alive
+        );
     }
 
     fn resp(raw: &str, request: &str) -> (ResponseInfo, bool, String) {
@@ -644,15 +722,30 @@ mod tests {
     #[test]
     fn response_framing() {
         let get = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
-        let (i, ka, out) = resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", get);
-        assert_eq!((i.body, i.backend_keep_alive, ka), (BodyLen::Length(5), true, true));
-        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nVia: 1.1 tandem\r\n\r\n");
+        let (i, ka, out) = resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+            get,
+        );
+        assert_eq!(
+            (i.body, i.backend_keep_alive, ka),
+            (BodyLen::Length(5), true, true)
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nVia: 1.1 tandem\r\n\r\n"
+        );
         let (i, ka, out) = resp("HTTP/1.1 200 OK\r\n\r\n", get);
-        assert_eq!((i.body, i.backend_keep_alive, ka), (BodyLen::UntilClose, false, false));
+        assert_eq!(
+            (i.body, i.backend_keep_alive, ka),
+            (BodyLen::UntilClose, false, false)
+        );
         assert!(out.contains("Connection: close\r\n"));
         let (i, _, _) = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", get);
         assert_eq!(i.body, BodyLen::Chunked);
-        let (i, _, out) = resp("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let (i, _, out) = resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n",
+        );
         assert_eq!(i.body, BodyLen::None);
         assert!(out.contains("Content-Length: 10\r\n"));
         let (i, _, _) = resp("HTTP/1.1 100 Continue\r\n\r\n", get);
@@ -661,10 +754,16 @@ mod tests {
 
     #[test]
     fn http10_client_gets_dechunked_close() {
-        let (i, ka, out) = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "GET / HTTP/1.0\r\n\r\n");
+        let (i, ka, out) = resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+        );
         assert_eq!(i.body, BodyLen::Chunked);
         assert!(!ka);
-        assert!(out.starts_with("HTTP/1.0 200 OK\r\n") && !out.contains("chunked"), "{out}");
+        assert!(
+            out.starts_with("HTTP/1.0 200 OK\r\n") && !out.contains("chunked"),
+            "{out}"
+        );
     }
 
     #[test]

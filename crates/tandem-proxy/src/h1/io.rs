@@ -36,18 +36,23 @@ fn timed_out() -> io::Error {
 
 /// A read buffer with a consumed prefix, so a head can be parsed in place and the bytes that
 /// follow it (body, a pipelined request) stay where they are.
+///
+/// It starts small and doubles up to `max` when reads fill it, so a connection that only
+/// exchanges small messages costs a few KiB, while a bulk transfer gets large reads.
 pub(crate) struct Buf {
     data: Vec<u8>,
     start: usize,
     end: usize,
+    max: usize,
 }
 
 impl Buf {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(initial: usize, max: usize) -> Self {
         Buf {
-            data: vec![0; capacity],
+            data: vec![0; initial.min(max)],
             start: 0,
             end: 0,
+            max,
         }
     }
 
@@ -63,8 +68,9 @@ impl Buf {
         self.start == self.end
     }
 
+    /// Holds `max` unconsumed bytes: a head that has not ended by now is too large.
     pub(crate) fn is_full(&self) -> bool {
-        self.len() == self.data.len()
+        self.len() >= self.max
     }
 
     pub(crate) fn consume(&mut self, n: usize) {
@@ -76,12 +82,21 @@ impl Buf {
     }
 
     fn spare(&mut self) -> &mut [u8] {
-        if self.end == self.data.len() && self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.data.len() < self.max {
+                self.grow();
+            }
         }
         &mut self.data[self.end..]
+    }
+
+    fn grow(&mut self) {
+        let len = (self.data.len() * 2).clamp(1024, self.max);
+        self.data.resize(len, 0);
     }
 }
 
@@ -103,12 +118,22 @@ pub(crate) async fn read_into(s: &mut TcpStream, buf: &mut Buf, limit: Limit) ->
         }
     }
     let n = rb.filled().len();
+    let was_full_read = n == rb.capacity();
     buf.end += n;
+    // The socket had at least as much as we asked for: read bigger next time.
+    if was_full_read && buf.data.len() < buf.max && buf.start == 0 {
+        buf.grow();
+    }
     Ok(n)
 }
 
 /// Write `a` then `b` completely, with one vectored write in the common case.
-pub(crate) async fn write_all2(s: &TcpStream, mut a: &[u8], mut b: &[u8], limit: Limit) -> io::Result<()> {
+pub(crate) async fn write_all2(
+    s: &TcpStream,
+    mut a: &[u8],
+    mut b: &[u8],
+    limit: Limit,
+) -> io::Result<()> {
     let mut deadline = None;
     while !a.is_empty() || !b.is_empty() {
         let r = if a.is_empty() {

@@ -29,9 +29,14 @@ pub mod fuzzing {
             // What we send must itself be a complete, valid request head.
             let mut again = Vec::new();
             let reparsed = super::head::rewrite_request(&out, &peer, &mut again);
-            assert!(matches!(reparsed, Ok(Some(_))), "rewritten head does not parse: {reparsed:?}");
+            assert!(
+                matches!(reparsed, Ok(Some(_))),
+                "rewritten head does not parse: {reparsed:?}"
+            );
             let mut resp = Vec::new();
-            if let Ok(Some((r, _))) = super::head::rewrite_response(response, &info, info.keep_alive, &mut resp) {
+            if let Ok(Some((r, _))) =
+                super::head::rewrite_response(response, &info, info.keep_alive, &mut resp)
+            {
                 assert!(r.head_len <= response.len());
             }
         }
@@ -44,7 +49,10 @@ pub mod fuzzing {
         assert_eq!(whole, pieces);
     }
 
-    fn scan_all(data: &[u8], step: usize) -> Result<(usize, Vec<u8>, bool), super::chunked::ChunkError> {
+    fn scan_all(
+        data: &[u8],
+        step: usize,
+    ) -> Result<(usize, Vec<u8>, bool), super::chunked::ChunkError> {
         let mut c = super::chunked::Chunked::default();
         let mut out = Vec::new();
         let mut used = 0;

@@ -17,13 +17,20 @@ pub(crate) struct BackendPool {
 impl BackendPool {
     pub(crate) fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
         BackendPool {
-            idle: addrs.into_iter().map(|a| (a, Mutex::new(Vec::new()))).collect(),
+            idle: addrs
+                .into_iter()
+                .map(|a| (a, Mutex::new(Vec::new())))
+                .collect(),
         }
     }
 
     /// The most recently used idle connection that the backend has not closed.
     pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
-        let mut idle = self.idle.get(&addr)?.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self
+            .idle
+            .get(&addr)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while let Some(s) = idle.pop() {
             if still_idle(&s) {
                 return Some(s);

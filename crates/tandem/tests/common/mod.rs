@@ -836,3 +836,15 @@ pub fn write_pattern_file(path: &Path, chunks: u64) {
     }
     f.flush().expect("flush");
 }
+
+/// A child process (e.g. a streaming curl) killed by PID and reaped when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
