@@ -177,6 +177,42 @@ impl<'a> ConnectionOpts<'a> {
     }
 }
 
+/// The headers that decide how a message is delimited and what happens to the connection.
+#[derive(Default)]
+struct Framing<'a> {
+    conn: ConnectionOpts<'a>,
+    length: Option<u64>,
+    te_seen: bool,
+    chunked: bool,
+}
+
+impl<'a> Framing<'a> {
+    /// Note `kind: value` if it bears on framing; `Err` for an invalid Content-Length.
+    fn observe(&mut self, kind: Kind, value: &'a [u8]) -> Result<(), ()> {
+        match kind {
+            Kind::Connection => self.conn.add(value),
+            Kind::ContentLength => self.length = merge_length(self.length, value)?,
+            Kind::TransferEncoding => {
+                self.te_seen = true;
+                self.chunked = chunked_last(value);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_length(out: &mut Vec<u8>, n: u64) {
+    push_header(out, b"Content-Length", itoa_u64(n, &mut [0u8; 20]));
+}
+
 fn parse_length(value: &[u8]) -> Option<u64> {
     let v = trim(value);
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
@@ -267,26 +303,17 @@ pub(crate) fn rewrite_request(
         return Err(HeadError::Method("CONNECT"));
     }
 
-    let mut conn = ConnectionOpts::default();
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut te_seen = false;
+    let mut f = Framing::default();
     let mut hosts = 0;
     let mut host_value: &[u8] = b"";
     let mut expect_continue = false;
     let mut upgrade_value: Option<&[u8]> = None;
     let (mut xff, mut fwd, mut via) = (Lines::default(), Lines::default(), Lines::default());
     for h in req.headers.iter() {
-        match classify(h.name) {
-            Kind::Connection => conn.add(h.value),
-            Kind::ContentLength => {
-                length = merge_length(length, h.value)
-                    .map_err(|()| HeadError::Bad("invalid Content-Length"))?;
-            }
-            Kind::TransferEncoding => {
-                te_seen = true;
-                chunked = chunked_last(h.value);
-            }
+        let kind = classify(h.name);
+        f.observe(kind, h.value)
+            .map_err(|()| HeadError::Bad("invalid Content-Length"))?;
+        match kind {
             Kind::Host => {
                 hosts += 1;
                 host_value = h.value;
@@ -302,6 +329,12 @@ pub(crate) fn rewrite_request(
     // Framing (RFC 9112 §6.1, §6.3): a request with both Transfer-Encoding and Content-Length,
     // or a Transfer-Encoding that does not end in chunked, is the classic smuggling vector:
     // refuse it rather than guess which length the backend will believe.
+    let Framing {
+        conn,
+        length,
+        te_seen,
+        chunked,
+    } = f;
     let body = match (te_seen, length) {
         (true, Some(_)) => return Err(HeadError::Bad("both Transfer-Encoding and Content-Length")),
         (true, None) if minor == 0 => {
@@ -348,20 +381,12 @@ pub(crate) fn rewrite_request(
             )
             || (kind == Kind::Expect && expect_continue)
             || conn.names(h.name);
-        if skip {
-            continue;
+        if !skip {
+            push_header(out, h.name.as_bytes(), h.value);
         }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
     }
     match body {
-        BodyLen::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
-            out.extend_from_slice(b"\r\n");
-        }
+        BodyLen::Length(n) => push_length(out, n),
         BodyLen::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyLen::None | BodyLen::UntilClose => {}
     }
@@ -458,29 +483,23 @@ pub(crate) fn rewrite_response(
     };
     let status = resp.code.unwrap_or(0);
     let minor = resp.version.unwrap_or(1);
-    let mut conn = ConnectionOpts::default();
-    let mut length: Option<u64> = None;
-    let mut te_seen = false;
-    let mut chunked = false;
+    let mut f = Framing::default();
     let mut via = Lines::default();
     for h in resp.headers.iter() {
-        match classify(h.name) {
-            Kind::Connection => conn.add(h.value),
-            Kind::ContentLength => {
-                length = merge_length(length, h.value)
-                    .map_err(|()| HeadError::Bad("invalid Content-Length from backend"))?;
-            }
-            Kind::TransferEncoding => {
-                te_seen = true;
-                chunked = chunked_last(h.value);
-            }
+        let kind = classify(h.name);
+        f.observe(kind, h.value)
+            .map_err(|()| HeadError::Bad("invalid Content-Length from backend"))?;
+        if kind == Kind::Via {
             // A backend's excess Via lines are dropped rather than failing the response.
-            Kind::Via => {
-                let _ = via.push(h.value);
-            }
-            _ => {}
+            let _ = via.push(h.value);
         }
     }
+    let Framing {
+        conn,
+        length,
+        te_seen,
+        chunked,
+    } = f;
     let informational = (100..200).contains(&status);
     if informational && status != 101 {
         let info = ResponseInfo {
@@ -535,24 +554,13 @@ pub(crate) fn rewrite_response(
         {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        push_header(out, h.name.as_bytes(), h.value);
     }
     match body {
-        BodyLen::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
-            out.extend_from_slice(b"\r\n");
-        }
+        BodyLen::Length(n) => push_length(out, n),
         BodyLen::Chunked if !dechunk => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         // A HEAD response or 304 keeps the Content-Length the backend announced.
-        BodyLen::None if length.is_some_and(|n| n > 0) => {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(itoa_u64(length.unwrap_or(0), &mut [0u8; 20]));
-            out.extend_from_slice(b"\r\n");
-        }
+        BodyLen::None if length.is_some_and(|n| n > 0) => push_length(out, length.unwrap_or(0)),
         BodyLen::None if status != 204 && status != 304 && !informational && !req.is_head => {
             out.extend_from_slice(b"Content-Length: 0\r\n");
         }
