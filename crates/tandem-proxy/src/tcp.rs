@@ -14,8 +14,9 @@ use crate::activity::{Activity, ActivityIo};
 use crate::slot::{Acquired, Balancer};
 
 const MAX_CONNECT_ATTEMPTS: usize = 3;
-/// Copy buffer per direction: large enough that bulk transfers take few syscalls.
-const COPY_BUF: usize = 64 * 1024;
+/// Copy buffer per direction: large enough that bulk transfers take few syscalls, small
+/// enough that thousands of idle connections do not pin much memory.
+const COPY_BUF: usize = 32 * 1024;
 
 pub(crate) struct TcpService {
     balancer: Arc<Balancer>,

@@ -13,11 +13,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: per-request buffers and hyper's allocations cost less,
-/// and freed memory is returned to the OS more predictably under connection churn.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.log_level.as_deref());

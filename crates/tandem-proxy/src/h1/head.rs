@@ -448,9 +448,16 @@ pub(crate) fn rewrite_request(
 
 /// Split an absolute-form target into (origin-form path, authority).
 fn split_absolute(target: &str) -> (&str, Option<&str>) {
-    let rest = if target.len() > 7 && target[..7].eq_ignore_ascii_case("http://") {
+    // `get` rather than slicing: a target with non-ASCII bytes must not panic on a char boundary.
+    let has_scheme = |scheme: &str| {
+        target
+            .get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+            && target.len() > scheme.len()
+    };
+    let rest = if has_scheme("http://") {
         &target[7..]
-    } else if target.len() > 8 && target[..8].eq_ignore_ascii_case("https://") {
+    } else if has_scheme("https://") {
         &target[8..]
     } else {
         return (target, None);
