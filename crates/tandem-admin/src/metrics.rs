@@ -10,7 +10,7 @@
 //! is counted like a backend so its traffic is visible). See `docs/metrics.md` for the list.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +18,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
-use tandem_balance::{BackendRuntime, Health, PoolRuntime, Topology};
+use tandem_balance::{BackendRuntime, Health, PoolRuntime, ServiceStats, Topology};
 
 /// `Content-Type` of the exposition. Prometheus picks its parser from this header; the
 /// OpenMetrics parser is the one that understands the `info` type, `# UNIT` and `# EOF`.
@@ -82,6 +82,9 @@ pub fn eligible_backends(pool: &PoolRuntime) -> usize {
         .filter(|b| b.weight > 0 && b.health().eligible())
         .count()
 }
+
+/// Picks one counter out of a service's stats.
+type ServiceCounter = fn(&ServiceStats) -> &AtomicU64;
 
 fn gauge<V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
@@ -230,6 +233,32 @@ impl Collector for TopologyCollector {
         for pool in &self.topology.pools {
             m.encode_family(&[("pool", pool.name.as_str())])?
                 .encode_gauge(&(eligible_backends(pool) as u64))?;
+        }
+
+        let services: [(&str, &str, ServiceCounter); 4] = [
+            ("tandem_service_connections", "Client connections accepted.", |s| &s.connections),
+            (
+                "tandem_service_rejected_requests",
+                "Requests refused before reaching a backend: malformed (400), head too large (431), method not allowed (405).",
+                |s| &s.rejected,
+            ),
+            (
+                "tandem_service_no_backend",
+                "Requests or connections turned away because no backend was available or all were at max_connections (HTTP 503).",
+                |s| &s.no_backend,
+            ),
+            (
+                "tandem_service_backend_errors",
+                "Error answers tandem gave on a backend's behalf (HTTP 502 and 504).",
+                |s| &s.backend_errors,
+            ),
+        ];
+        for (name, help, field) in services {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (service, stats) in &self.topology.services {
+                m.encode_family(&[("service", service.as_str())])?
+                    .encode_counter::<NoLabelSet, u64, u64>(&field(stats).load(relaxed), None)?;
+            }
         }
         Ok(())
     }

@@ -45,6 +45,7 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
 /// Pool "db": one backend, nothing checked yet. Pool "a.b-c": no backends.
 fn topology() -> Arc<Topology> {
     Arc::new(Topology {
+        services: Vec::new(),
         pools: vec![
             Arc::new(PoolRuntime::new(&pool(
                 "web",

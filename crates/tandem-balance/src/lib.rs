@@ -9,5 +9,6 @@ pub mod topology;
 
 pub use scheduler::{build as build_scheduler, Candidate, LoadView, RequestKey, Scheduler};
 pub use topology::{
-    ActiveGuard, BackendRuntime, BackendStats, Health, HealthDetail, Pick, PoolRuntime, Topology,
+    ActiveGuard, BackendRuntime, BackendStats, Health, HealthDetail, Pick, PoolRuntime,
+    ServiceStats, Topology,
 };

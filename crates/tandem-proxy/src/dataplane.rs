@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tandem_balance::Topology;
+use tandem_balance::{ServiceStats, Topology};
 use tandem_config::{Mode, Service};
 use tokio::sync::{watch, Notify};
 
@@ -128,7 +128,15 @@ impl Dataplane {
                     service: b.cfg.name.clone(),
                     pool: b.cfg.pool.clone(),
                 })?;
-            plans.push((b.cfg, Arc::new(Balancer::new(Arc::clone(pool))), b.sockets));
+            let stats = topology
+                .service_stats(&b.cfg.name)
+                .cloned()
+                .unwrap_or_default();
+            plans.push((
+                b.cfg,
+                Arc::new(Balancer::new(Arc::clone(pool), stats)),
+                b.sockets,
+            ));
         }
         let mut per_worker: Vec<Vec<(Service, Arc<Balancer>, std::net::TcpListener)>> =
             (0..workers).map(|_| Vec::new()).collect();
@@ -189,6 +197,7 @@ fn run_worker(
                     continue;
                 }
             };
+            let stats = Arc::clone(&balancer.stats);
             let handler = match cfg.mode {
                 Mode::Http => {
                     let h2 = Arc::new(H2Service::new(&cfg, Arc::clone(&balancer)));
@@ -200,6 +209,7 @@ fn run_worker(
                 cfg.name.clone(),
                 listener,
                 handler,
+                stats,
                 Arc::clone(&open),
                 shutdown.clone(),
             )));
@@ -224,6 +234,7 @@ async fn accept_loop(
     name: String,
     listener: tokio::net::TcpListener,
     handler: Handler,
+    stats: Arc<ServiceStats>,
     open: Arc<OpenConnections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -243,6 +254,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        stats.connections.fetch_add(1, Ordering::Relaxed);
         let guard = open.enter();
         match &handler {
             Handler::Http(svc) => {

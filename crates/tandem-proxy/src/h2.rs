@@ -154,7 +154,13 @@ impl H2Service {
                 tracing::warn!(backend = %backend.address, %error, "backend request failed");
                 match unsent {
                     Some(req) => Err(req),
-                    None => Ok(error_response(&error)),
+                    None => {
+                        self.balancer
+                            .stats
+                            .backend_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        Ok(error_response(&error))
+                    }
                 }
             }
         }

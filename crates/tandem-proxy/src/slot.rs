@@ -1,9 +1,10 @@
 //! Taking a backend for one request or connection: primaries, then backups, then the sorry
 //! server; when every eligible backend is at `max_connections`, wait briefly for a slot.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tandem_balance::{ActiveGuard, BackendRuntime, Pick, PoolRuntime, RequestKey};
+use tandem_balance::{ActiveGuard, BackendRuntime, Pick, PoolRuntime, RequestKey, ServiceStats};
 use tokio::sync::Notify;
 
 /// A backend slot held for the lifetime of a request (http) or connection (tcp).
@@ -44,14 +45,17 @@ pub(crate) enum Acquired {
 /// The per-service view of a pool used by the data plane.
 pub(crate) struct Balancer {
     pub(crate) pool: Arc<PoolRuntime>,
+    /// The counters of the service this balancer serves.
+    pub(crate) stats: Arc<ServiceStats>,
     released: Option<Arc<Notify>>,
 }
 
 impl Balancer {
-    pub(crate) fn new(pool: Arc<PoolRuntime>) -> Self {
+    pub(crate) fn new(pool: Arc<PoolRuntime>, stats: Arc<ServiceStats>) -> Self {
         let limited = pool.backends.iter().any(|b| b.max_connections.is_some());
         Balancer {
             pool,
+            stats,
             released: limited.then(|| Arc::new(Notify::new())),
         }
     }
@@ -64,15 +68,20 @@ impl Balancer {
                 Pick::NoBackend => {
                     return match self.pool.sorry.as_ref().and_then(|s| s.try_acquire()) {
                         Some(guard) => Acquired::Slot(self.slot(guard)),
-                        None => Acquired::NoBackend,
+                        None => {
+                            self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
+                            Acquired::NoBackend
+                        }
                     }
                 }
                 Pick::Full => {
                     let Some(released) = &self.released else {
+                        self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
                         return Acquired::Busy;
                     };
                     let wait = released.notified();
                     if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                        self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
                         return Acquired::Busy;
                     }
                 }

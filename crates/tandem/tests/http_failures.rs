@@ -327,9 +327,11 @@ async fn client_that_never_sends_a_byte_is_cut_off_after_header_timeout() {
 async fn malformed_requests_get_400_and_close() {
     let n = 36;
     let backend = text_backend(ip(n), "ok").await;
-    let cfg = config(n, "http", &[backend.addr], "", "");
+    let admin = addr(n, 9900);
+    let cfg = config(n, "http", &[backend.addr], "", "")
+        .replace(&addr(n, 0).to_string(), &admin.to_string());
     let listen = addr(n, 8080);
-    let _t = Tandem::run("malformed", &cfg, &[listen]).await;
+    let _t = Tandem::run("malformed", &cfg, &[listen, admin]).await;
     for raw in [
         &b"THIS IS NOT HTTP\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nHost: t\r\nBad Header Without Colon\r\n\r\n",
@@ -347,6 +349,20 @@ async fn malformed_requests_get_400_and_close() {
         assert!(closed, "connection left open after 400 for {raw:?}");
     }
     assert_eq!(backend.stats.requests(), 0);
+    // Counted, so an operator sees them: three connections, three rejected requests.
+    let metrics = get(&format!("http://{admin}/metrics"), &[])
+        .await
+        .body_text();
+    for line in [
+        "tandem_service_rejected_requests_total{service=\"www\"} 3",
+        "tandem_service_connections_total{service=\"www\"} 3",
+        "tandem_service_backend_errors_total{service=\"www\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing in:\n{metrics}"
+        );
+    }
 }
 
 // N = 37

@@ -183,7 +183,7 @@ impl H1Service {
                 Some(Some(info))
             }
             Ok(None) if c.cbuf.is_full() => {
-                local(
+                self.local(
                     &c.client,
                     431,
                     "request header fields too large\n",
@@ -201,7 +201,7 @@ impl H1Service {
                     HeadError::Bad(_) => (400, "bad request\n"),
                 };
                 tracing::debug!(peer = %c.key.client.map_or_else(String::new, |ip| ip.to_string()), error = %e, "rejected request");
-                local(&c.client, status, msg, true, false).await;
+                self.local(&c.client, status, msg, true, false).await;
                 Some(None)
             }
         }
@@ -214,7 +214,7 @@ impl H1Service {
             let slot = match self.balancer.acquire(&c.key).await {
                 Acquired::Slot(s) => s,
                 Acquired::Busy => {
-                    local(
+                    self.local(
                         &c.client,
                         503,
                         "all backends are busy\n",
@@ -225,7 +225,7 @@ impl H1Service {
                     return next_after_local(close_after_local);
                 }
                 Acquired::NoBackend => {
-                    local(
+                    self.local(
                         &c.client,
                         503,
                         "no backend available\n",
@@ -260,7 +260,7 @@ impl H1Service {
                         Ok(fresh) => match self.exchange(c, &info, &slot, fresh, false).await {
                             Ok(next) => return next,
                             Err(Failure::Respond(status, msg)) => {
-                                local(&c.client, status, msg, true, false).await;
+                                self.local(&c.client, status, msg, true, false).await;
                                 return Next::Close;
                             }
                             Err(Failure::Abort | Failure::Retry) => return Next::Close,
@@ -276,13 +276,13 @@ impl H1Service {
                     }
                 }
                 Err(Failure::Respond(status, msg)) => {
-                    local(&c.client, status, msg, true, false).await;
+                    self.local(&c.client, status, msg, true, false).await;
                     return Next::Close;
                 }
                 Err(Failure::Abort) => return Next::Close,
             }
         }
-        local(
+        self.local(
             &c.client,
             502,
             "no backend accepted the connection\n",
@@ -538,8 +538,28 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A short plain-text answer of tandem's own.
-async fn local(client: &TcpStream, status: u16, body: &str, close: bool, retry_after: bool) {
+impl H1Service {
+    /// A short plain-text answer of tandem's own, counted in the service's stats (503s are
+    /// counted where the balancer turns the request away).
+    async fn local(
+        &self,
+        client: &TcpStream,
+        status: u16,
+        body: &str,
+        close: bool,
+        retry_after: bool,
+    ) {
+        let stats = &self.balancer.stats;
+        match status {
+            400 | 405 | 431 => stats.rejected.fetch_add(1, Ordering::Relaxed),
+            502 | 504 => stats.backend_errors.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        write_local(client, status, body, close, retry_after).await;
+    }
+}
+
+async fn write_local(client: &TcpStream, status: u16, body: &str, close: bool, retry_after: bool) {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(itoa_u64(u64::from(status), &mut [0; 20]));
