@@ -664,6 +664,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+cp "$TMP/meta.md" "${RUNS%.tsv}.meta.md"
 cp "$RUNS" "$OUT_DIR/latest-runs.tsv"
+cp "$TMP/meta.md" "$OUT_DIR/latest-runs.meta.md"
 python3 "$REPORT" report "$RUNS" "$OUT_DIR/latest.md" "$TMP/meta.md"
 log "markdown table: $OUT_DIR/latest.md"

@@ -199,6 +199,11 @@ def _med(vals):
     return statistics.median(vals) if vals else None
 
 
+def _rng(vals):
+    vals = [v for v in vals if v is not None]
+    return (min(vals), max(vals)) if len(vals) > 1 else None
+
+
 def _f(v, fmt):
     return "-" if v is None else format(v, fmt)
 
@@ -249,6 +254,8 @@ def report(runs_path, out_md, meta_path):
                 "p50": _med([_num(r["p50_ms"]) for r in ok]),
                 "p99": _med([_num(r["p99_ms"]) for r in ok]),
                 "cpu": _med([_num(r["cpu_us_per_req"]) for r in ok]),
+                "cpu_rng": _rng([_num(r["cpu_us_per_req"]) for r in ok]),
+                "rps_rng": _rng([_num(r["rps"]) for r in ok]),
                 "rss": _med([_num(r["rss_kib"]) for r in ok]),
                 "core": _med([_num(r.get("proxy_cpu_pct")) for r in ok]),
                 "other": _med([_num(r.get("other_cpu_pct")) for r in ok]),
@@ -259,7 +266,8 @@ def report(runs_path, out_md, meta_path):
             }
 
     # ---- main table
-    cols = ["scenario", "target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "proxy core %", "peak RSS MiB",
+    cols = ["scenario", "target", "req/s", "req/s min–max", "p50 ms", "p99 ms", "CPU µs/req", "CPU min–max",
+            "proxy core %", "peak RSS MiB",
             "err %", "runq wait %", "runs"]
     table = []
     notes = set()
@@ -269,7 +277,7 @@ def report(runs_path, out_md, meta_path):
                 continue
             m = med[(s, t)]
             if "rps" not in m:
-                table.append([SCEN_TITLE.get(s, s), t, "FAILED", "-", "-", "-", "-", "-", "-", "-", "0/%d" % m["failed"]])
+                table.append([SCEN_TITLE.get(s, s), t, "FAILED"] + ["-"] * (len(cols) - 4) + ["0/%d" % m["failed"]])
                 continue
             rss = m["rss"] / 1024.0 if m["rss"] else None
             cpu = _f(m["cpu"], ".2f")
@@ -283,7 +291,11 @@ def report(runs_path, out_md, meta_path):
                 p99 += "²"
                 notes.add("h2mean")
             table.append([
-                SCEN_TITLE.get(s, s), t, _f(m["rps"], ",.0f"), p50, p99, cpu, _f(m["core"], ".0f"),
+                SCEN_TITLE.get(s, s), t, _f(m["rps"], ",.0f"),
+                "-" if not m["rps_rng"] else "%.1f–%.1fk" % (m["rps_rng"][0] / 1e3, m["rps_rng"][1] / 1e3),
+                p50, p99, cpu,
+                "-" if not m["cpu_rng"] else "%.1f–%.1f" % m["cpu_rng"],
+                _f(m["core"], ".0f"),
                 "-" if t == "direct" else _f(rss, ".1f"),
                 _f(m["err_pct"], ".2f"), "-" if t == "direct" else _f(m["pwait"], ".1f"),
                 "%d/%d" % (m["n"], m["n"] + m["failed"]),
@@ -335,6 +347,7 @@ def report(runs_path, out_md, meta_path):
                     "RSS not shown (backends are not restarted per run).")
     if "h2mean" in notes:
         foot.append("² h2load gave no per-request log: p50 and p99 are both h2load's mean request time.")
+    foot.append("min–max: spread over the rounds (the medians are what the ratios use).")
     foot.append("proxy core % = CPU time of the proxy ÷ wall time (100 = its core was saturated). "
                 "runq wait % = time the proxy's threads were runnable but waiting for their core (which "
                 "nothing else of the benchmark uses), ÷ wall time, from /proc/PID/task/*/schedstat: "

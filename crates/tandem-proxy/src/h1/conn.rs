@@ -39,9 +39,54 @@ pub(crate) struct H1Service {
     max_header_size: usize,
     h2: Arc<H2Service>,
     measure_latency: bool,
+    spare: Spare,
 }
 
 /// Per-connection buffers, reused for every request on the connection.
+/// A connection's buffers, kept for the next connection when it ends: a connection then costs
+/// no allocation, which matters when every request comes on a new connection.
+struct Buffers {
+    cbuf: Buf,
+    bbuf: Buf,
+    req_head: Vec<u8>,
+    resp_head: Vec<u8>,
+}
+
+/// Buffers of finished connections, per worker.
+#[derive(Default)]
+struct Spare {
+    list: std::sync::Mutex<Vec<Buffers>>,
+}
+
+/// Spare buffer sets kept per worker: enough for a burst of new connections, small in memory
+/// (about 14 KiB each).
+const MAX_SPARE: usize = 256;
+
+impl Spare {
+    fn take(&self, max_header_size: usize) -> Buffers {
+        let reused = self.list.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| Buffers {
+            cbuf: Buf::new(CLIENT_BUF_INITIAL, max_header_size),
+            bbuf: Buf::new(BACKEND_BUF_INITIAL, BACKEND_BUF_MAX),
+            req_head: Vec::with_capacity(1024),
+            resp_head: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Keep `b` unless a bulk transfer grew it: big buffers go back to the allocator.
+    fn give(&self, mut b: Buffers) {
+        if b.cbuf.capacity() > CLIENT_BUF_INITIAL || b.bbuf.capacity() > BACKEND_BUF_INITIAL {
+            return;
+        }
+        b.cbuf.clear();
+        b.bbuf.clear();
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() < MAX_SPARE {
+            list.push(b);
+        }
+    }
+}
+
 struct Conn {
     client: TcpStream,
     peer: Peer,
@@ -86,6 +131,7 @@ impl H1Service {
             max_header_size: cfg.max_header_size,
             balancer,
             h2,
+            spare: Spare::default(),
         }
     }
 
@@ -95,34 +141,55 @@ impl H1Service {
         peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let b = self.spare.take(self.max_header_size);
         let mut c = Conn {
             client,
             peer: Peer::new(peer),
             key: RequestKey {
                 client: Some(peer.ip()),
             },
-            cbuf: Buf::new(CLIENT_BUF_INITIAL, self.max_header_size),
-            bbuf: Buf::new(BACKEND_BUF_INITIAL, BACKEND_BUF_MAX),
-            req_head: Vec::with_capacity(1024),
-            resp_head: Vec::with_capacity(1024),
+            cbuf: b.cbuf,
+            bbuf: b.bbuf,
+            req_head: b.req_head,
+            resp_head: b.resp_head,
         };
+        let handoff = self.serve_requests(&mut c, &mut shutdown).await;
+        let Conn {
+            client,
+            cbuf,
+            bbuf,
+            req_head,
+            resp_head,
+            ..
+        } = c;
+        let prefix = handoff.then(|| cbuf.filled().to_vec());
+        self.spare.give(Buffers {
+            cbuf,
+            bbuf,
+            req_head,
+            resp_head,
+        });
+        if let Some(prefix) = prefix {
+            Arc::clone(&self.h2)
+                .serve(client, prefix, peer, shutdown)
+                .await;
+        }
+    }
+
+    /// Serve HTTP/1 requests until the connection is done; `true` when it turned out to be
+    /// HTTP/2 and must be handed over.
+    async fn serve_requests(&self, c: &mut Conn, shutdown: &mut watch::Receiver<bool>) -> bool {
         let mut first = true;
         loop {
-            let info = match self.read_request(&mut c, first, &mut shutdown).await {
+            let info = match self.read_request(c, first, shutdown).await {
                 Ok(Some(info)) => info,
-                Ok(None) => return,
-                Err(HandOff::H2) => {
-                    let prefix = c.cbuf.filled().to_vec();
-                    Arc::clone(&self.h2)
-                        .serve(c.client, prefix, peer, shutdown)
-                        .await;
-                    return;
-                }
+                Ok(None) => return false,
+                Err(HandOff::H2) => return true,
             };
             first = false;
-            match self.proxy_request(&mut c, info).await {
+            match self.proxy_request(c, info).await {
                 Next::KeepAlive if !*shutdown.borrow() => {}
-                _ => return,
+                _ => return false,
             }
         }
     }

@@ -53,18 +53,31 @@ pub(crate) struct ResponseInfo {
     pub(crate) backend_keep_alive: bool,
 }
 
-/// Per-connection text of the client's identity, formatted once per connection.
+/// Per-connection text of the client's identity, formatted once per connection into an inline
+/// buffer (no allocation).
 pub(crate) struct Peer {
-    ip: String,
+    ip: [u8; 46],
+    len: usize,
     v6: bool,
 }
 
 impl Peer {
     pub(crate) fn new(addr: SocketAddr) -> Self {
+        use std::io::Write;
+        let mut ip = [0u8; 46];
+        let mut cursor = std::io::Cursor::new(&mut ip[..]);
+        // The longest IPv6 text (45 bytes) fits; a failed write would only shorten the text.
+        let _ = write!(cursor, "{}", addr.ip());
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
         Peer {
-            ip: addr.ip().to_string(),
+            ip,
+            len,
             v6: matches!(addr.ip(), IpAddr::V6(_)),
         }
+    }
+
+    fn ip(&self) -> &[u8] {
+        &self.ip[..self.len]
     }
 }
 
@@ -395,22 +408,17 @@ pub(crate) fn rewrite_request(
         out.extend_from_slice(proto);
         out.extend_from_slice(b"\r\n");
     }
-    push_merged(
-        out,
-        b"X-Forwarded-For",
-        xff.as_slice(),
-        &[peer.ip.as_bytes()],
-    );
+    push_merged(out, b"X-Forwarded-For", xff.as_slice(), &[peer.ip()]);
     out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     // Forwarded: for=...;proto=http[;host="..."]
     let mut ours = Vec::with_capacity(64);
     ours.extend_from_slice(b"for=");
     if peer.v6 {
         ours.extend_from_slice(b"\"[");
-        ours.extend_from_slice(peer.ip.as_bytes());
+        ours.extend_from_slice(peer.ip());
         ours.extend_from_slice(b"]\"");
     } else {
-        ours.extend_from_slice(peer.ip.as_bytes());
+        ours.extend_from_slice(peer.ip());
     }
     ours.extend_from_slice(b";proto=http");
     if !host.is_empty()
@@ -777,6 +785,26 @@ mod tests {
         assert!(!ka);
         assert!(
             out.starts_with("HTTP/1.0 200 OK\r\n") && !out.contains("chunked"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn ipv6_client_is_quoted_in_forwarded() {
+        let peer = Peer::new(
+            "[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:1"
+                .parse()
+                .expect("addr"),
+        );
+        let mut out = Vec::new();
+        rewrite_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &peer, &mut out).expect("ok");
+        let out = String::from_utf8(out).expect("utf8");
+        assert!(
+            out.contains("X-Forwarded-For: 2001:db8:ffff:ffff:ffff:ffff:ffff:ffff\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Forwarded: for=\"[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]\";proto=http"),
             "{out}"
         );
     }

@@ -56,6 +56,16 @@ impl Buf {
         }
     }
 
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Forget the contents (the memory stays).
+    pub(crate) fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
     pub(crate) fn filled(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
