@@ -244,7 +244,9 @@ impl H1Service {
 
     /// `Some(x)`: a decision (a request, or `None` after an error reply). `None`: need more.
     async fn parse_request(&self, c: &mut Conn) -> Option<Option<RequestInfo>> {
-        match rewrite_request(c.cbuf.filled(), &c.peer, &mut c.req_head) {
+        let client = &c.client;
+        let mut local = || client.local_addr().ok();
+        match rewrite_request(c.cbuf.filled(), &c.peer, &mut local, &mut c.req_head) {
             Ok(Some(info)) => {
                 c.cbuf.consume(info.head_len);
                 Some(Some(info))

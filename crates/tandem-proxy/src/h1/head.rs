@@ -5,8 +5,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// Header lines accepted in one head; more is answered with 431.
+/// Header lines accepted in one head; more is answered with 431 (requests) or 502 (responses).
 pub(crate) const MAX_HEADERS: usize = 128;
+/// Header lines a rewritten request may gain: Host, X-Forwarded-For, X-Forwarded-Proto,
+/// Forwarded, Via, Content-Length or Transfer-Encoding, Connection, Upgrade.
+const ADDED_HEADERS: usize = 8;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,9 +302,12 @@ fn push_merged(out: &mut Vec<u8>, name: &[u8], existing: &[&[u8]], ours: &[&[u8]
 pub(crate) fn rewrite_request(
     buf: &[u8],
     peer: &Peer,
+    local: &mut dyn FnMut() -> Option<SocketAddr>,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestInfo>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Room is left for the lines we add (Host, forwarding, framing, upgrade), so the head we
+    // send never exceeds what we (and backends) accept.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS - ADDED_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -376,9 +382,12 @@ pub(crate) fn rewrite_request(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if authority.is_some() || hosts == 1 {
-        out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(host);
-        out.extend_from_slice(b"\r\n");
+        push_header(out, b"Host", host);
+    } else {
+        // An HTTP/1.0 request without Host goes out as HTTP/1.1, which requires one: name the
+        // address the client connected to, as RFC 9112 §3.3 reconstructs the target URI.
+        let addr = local().map(|a| a.to_string()).unwrap_or_default();
+        push_header(out, b"Host", addr.as_bytes());
     }
     for h in req.headers.iter() {
         let kind = classify(h.name);
@@ -631,13 +640,18 @@ pub(crate) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 mod tests {
     use super::*;
 
+    fn local() -> Option<SocketAddr> {
+        "198.51.100.9:8080".parse().ok()
+    }
+
     fn peer() -> Peer {
         Peer::new("192.0.2.7:5000".parse().expect("addr"))
     }
 
     fn req(raw: &str) -> Result<(RequestInfo, String), HeadError> {
         let mut out = Vec::new();
-        let info = rewrite_request(raw.as_bytes(), &peer(), &mut out)?.expect("complete");
+        let info =
+            rewrite_request(raw.as_bytes(), &peer(), &mut local, &mut out)?.expect("complete");
         Ok((info, String::from_utf8(out).expect("utf8")))
     }
 
@@ -797,7 +811,13 @@ mod tests {
                 .expect("addr"),
         );
         let mut out = Vec::new();
-        rewrite_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &peer, &mut out).expect("ok");
+        rewrite_request(
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            &peer,
+            &mut local,
+            &mut out,
+        )
+        .expect("ok");
         let out = String::from_utf8(out).expect("utf8");
         assert!(
             out.contains("X-Forwarded-For: 2001:db8:ffff:ffff:ffff:ffff:ffff:ffff\r\n"),
@@ -806,6 +826,35 @@ mod tests {
         assert!(
             out.contains("Forwarded: for=\"[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]\";proto=http"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn http10_without_host_gets_the_local_address() {
+        let (_, out) = req("GET / HTTP/1.0\r\n\r\n").expect("ok");
+        assert!(
+            out.starts_with("GET / HTTP/1.1\r\nHost: 198.51.100.9:8080\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn leaves_room_for_added_headers() {
+        let head = |n: usize| {
+            let mut raw = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+            for i in 0..n {
+                raw.push_str(&format!("a{i}: b\r\n"));
+            }
+            raw + "\r\n"
+        };
+        let limit = MAX_HEADERS - ADDED_HEADERS;
+        assert_eq!(req(&head(limit)).err(), Some(HeadError::TooLarge));
+        let (_, out) = req(&head(limit - 1)).expect("fits");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let parsed = httparse::Request::new(&mut headers).parse(out.as_bytes());
+        assert!(
+            matches!(parsed, Ok(httparse::Status::Complete(_))),
+            "{parsed:?}"
         );
     }
 
