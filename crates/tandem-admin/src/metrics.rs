@@ -239,7 +239,7 @@ impl Collector for TopologyCollector {
             ("tandem_service_connections", "Client connections accepted.", |s| &s.connections),
             (
                 "tandem_service_rejected_requests",
-                "Requests refused before reaching a backend: malformed (400), head too large (431), method not allowed (405).",
+                "Requests refused before reaching a backend: malformed (400), head too large (431), method not allowed (405), head not finished in time (408).",
                 |s| &s.rejected,
             ),
             (

@@ -360,7 +360,7 @@ pub struct ServiceStats {
     /// Client connections accepted.
     pub connections: AtomicU64,
     /// Requests refused before any backend was involved: malformed (400), head too large
-    /// (431), method not allowed (405).
+    /// (431), method not allowed (405), head not finished within header_timeout (408).
     pub rejected: AtomicU64,
     /// Requests or connections turned away because no backend was available or all were full.
     pub no_backend: AtomicU64,

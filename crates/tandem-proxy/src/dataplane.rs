@@ -253,7 +253,6 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let guard = open.enter();
         match &handler {
@@ -266,6 +265,8 @@ async fn accept_loop(
                 });
             }
             Handler::Tcp(svc) => {
+                // Interactive protocols (SMTP, databases) must not wait for Nagle.
+                let _ = stream.set_nodelay(true);
                 let svc = Arc::clone(svc);
                 tokio::spawn(async move {
                     svc.serve_connection(stream, peer).await;

@@ -70,6 +70,7 @@ impl H2Service {
         peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(Prefixed::new(
             prefix,

@@ -270,7 +270,12 @@ async fn slow_clients_are_cut_off_after_header_timeout() {
         s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
             .await
             .expect("write");
-        let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        let (out, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(
+            text.starts_with("HTTP/1.1 408 "),
+            "partial head answered {text:?}"
+        );
         (closed, start.elapsed())
     };
     // (b) a head dribbled one byte every 150 ms, never finished.

@@ -186,10 +186,16 @@ impl H1Service {
                 Ok(None) => return false,
                 Err(HandOff::H2) => return true,
             };
-            first = false;
             match self.proxy_request(c, info).await {
                 Next::KeepAlive if !*shutdown.borrow() => {}
                 _ => return false,
+            }
+            if first {
+                // Only a second response on the same connection can be held back by Nagle
+                // (the first finds nothing unacknowledged): a one-request connection skips
+                // the syscall.
+                let _ = c.client.set_nodelay(true);
+                first = false;
             }
         }
     }
@@ -236,7 +242,14 @@ impl H1Service {
                 _ = crate::stopped(shutdown), if c.cbuf.is_empty() => return Ok(None),
             };
             match read {
-                Ok(0) | Err(_) => return Ok(None),
+                Ok(0) => return Ok(None),
+                // A head begun but not finished in time: say so, as HAProxy and nginx do.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !c.cbuf.is_empty() => {
+                    self.local(&c.client, 408, "request timeout\n", true, false)
+                        .await;
+                    return Ok(None);
+                }
+                Err(_) => return Ok(None),
                 Ok(_) => {}
             }
         }
@@ -598,6 +611,7 @@ fn next_after_local(close: bool) -> Next {
 fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        408 => "Request Timeout",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
@@ -620,7 +634,7 @@ impl H1Service {
     ) {
         let stats = &self.balancer.stats;
         match status {
-            400 | 405 | 431 => stats.rejected.fetch_add(1, Ordering::Relaxed),
+            400 | 405 | 408 | 431 => stats.rejected.fetch_add(1, Ordering::Relaxed),
             502 | 504 => stats.backend_errors.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
