@@ -321,16 +321,9 @@ impl H1Service {
             let addr = slot.backend().address;
             let (backend, reused) = match self.pool.checkout(addr) {
                 Some(s) => (s, true),
-                None => match self.connect(addr).await {
-                    Ok(s) => (s, false),
-                    Err(e) => {
-                        slot.backend()
-                            .stats
-                            .failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(backend = %addr, error = %e, "backend connect failed");
-                        continue;
-                    }
+                None => match self.connect(&slot).await {
+                    Some(s) => (s, false),
+                    None => continue,
                 },
             };
             match self.exchange(c, &info, &slot, backend, reused).await {
@@ -338,23 +331,16 @@ impl H1Service {
                 Err(Failure::Retry) => {
                     // The backend never saw a byte (or closed a reused connection unread):
                     // offer the same request to a fresh connection on the same backend first.
-                    match self.connect(addr).await {
-                        Ok(fresh) => match self.exchange(c, &info, &slot, fresh, false).await {
-                            Ok(next) => return next,
-                            Err(Failure::Respond(status, msg)) => {
-                                self.local(&c.client, status, msg, true, false).await;
-                                return Next::Close;
-                            }
-                            Err(Failure::Abort | Failure::Retry) => return Next::Close,
-                        },
-                        Err(e) => {
-                            slot.backend()
-                                .stats
-                                .failures
-                                .fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(backend = %addr, error = %e, "backend connect failed");
-                            continue;
+                    let Some(fresh) = self.connect(&slot).await else {
+                        continue;
+                    };
+                    match self.exchange(c, &info, &slot, fresh, false).await {
+                        Ok(next) => return next,
+                        Err(Failure::Respond(status, msg)) => {
+                            self.local(&c.client, status, msg, true, false).await;
+                            return Next::Close;
                         }
+                        Err(Failure::Abort | Failure::Retry) => return Next::Close,
                     }
                 }
                 Err(Failure::Respond(status, msg)) => {
@@ -375,12 +361,28 @@ impl H1Service {
         Next::Close
     }
 
-    async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let s = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        s.set_nodelay(true)?;
-        Ok(s)
+    /// A new connection to the slot's backend; a failure is counted against the backend and
+    /// logged, and the caller offers the request to another one.
+    async fn connect(&self, slot: &Slot) -> Option<TcpStream> {
+        let addr = slot.backend().address;
+        let attempt = async {
+            let s = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            s.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(s)
+        };
+        match attempt.await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                slot.backend()
+                    .stats
+                    .failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(backend = %addr, error = %e, "backend connect failed");
+                None
+            }
+        }
     }
 
     /// One request/response exchange on `backend`.
