@@ -21,5 +21,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# Doc tests first: nextest's summary line must be the last thing printed, so whoever reads the
+# end of the log sees the whole suite's count.
+cargo test --workspace --doc --quiet
 cargo nextest run --workspace --no-fail-fast
-cargo test --workspace --doc
