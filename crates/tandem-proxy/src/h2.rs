@@ -139,7 +139,7 @@ impl H2Service {
                     backend.record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
                 }
                 let (mut parts, body) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers, false);
+                headers::strip_hop_by_hop(&mut parts.headers);
                 headers::append_via(&mut parts.headers, parts.version);
                 let finish = Finish {
                     sender,
@@ -173,7 +173,7 @@ impl H2Service {
 fn prepare_request(req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming> {
     let received = req.version();
     let (mut parts, body) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, false);
+    headers::strip_hop_by_hop(&mut parts.headers);
     if !parts.headers.contains_key(header::HOST) {
         if let Some(v) = parts
             .uri

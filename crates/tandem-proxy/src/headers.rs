@@ -19,25 +19,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Whether the message asks to switch protocols (WebSocket and friends): `Connection: upgrade`
-/// together with an `Upgrade` header.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Remove hop-by-hop headers, including any header the `Connection` header names.
-/// With `keep_upgrade`, `Upgrade` and `Connection: upgrade` survive so a protocol switch can
-/// pass through.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// Remove hop-by-hop headers, including any header the `Connection` header names. (Used for
+/// HTTP/2 clients, which cannot upgrade, so `Upgrade` always goes.)
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -47,20 +31,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
         for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(&name);
-            }
+            headers.remove(&name);
         }
     }
-    let upgrade = keep_upgrade
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten();
     for name in &HOP_BY_HOP {
         headers.remove(name);
-    }
-    if let Some(proto) = upgrade {
-        headers.insert(header::UPGRADE, proto);
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
@@ -163,29 +138,9 @@ mod tests {
             ("proxy-connection", "keep-alive"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
-    }
-
-    #[test]
-    fn upgrade_survives_when_asked() {
-        let mut h = map(&[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("keep-alive", "1"),
-        ]);
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h["upgrade"], "websocket");
-        assert_eq!(h["connection"], "upgrade");
-        assert!(!h.contains_key("keep-alive"));
-    }
-
-    #[test]
-    fn upgrade_needs_both_headers() {
-        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
-        assert!(!is_upgrade(&map(&[("connection", "upgrade")])));
     }
 
     #[test]
