@@ -17,7 +17,7 @@ use super::copy::{copy_body, CopyError};
 use super::head::{
     itoa_u64, rewrite_request, rewrite_response, BodyLen, HeadError, Peer, RequestInfo,
 };
-use super::io::{read_into, write_all, write_all2, Buf, Limit};
+use super::io::{read_into, read_now, write_all, write_all2, Buf, Limit};
 use super::pool::BackendPool;
 use crate::h2::H2Service;
 use crate::slot::{Acquired, Balancer, Slot};
@@ -212,6 +212,14 @@ impl H1Service {
         // accepted (a silent socket is a slowloris too); between keep-alive requests the idle
         // timeout applies until the next head starts.
         let mut head_deadline = first.then(|| Instant::now() + self.timeouts.header);
+        if first && c.cbuf.is_empty() {
+            match read_now(&c.client, &mut c.cbuf) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Ok(None),
+            }
+        }
         loop {
             if !c.cbuf.is_empty() {
                 if first && c.cbuf.filled()[0] == b'P' {

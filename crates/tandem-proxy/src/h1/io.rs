@@ -137,6 +137,19 @@ pub(crate) async fn read_into(s: &mut TcpStream, buf: &mut Buf, limit: Limit) ->
     Ok(n)
 }
 
+/// Read whatever has already arrived on a freshly accepted socket, without waiting.
+///
+/// tokio registers a new socket as "not ready" and only reads it after the next pass through
+/// `epoll_wait`, although a client's request usually arrives together with the handshake. This
+/// reads it at once (HAProxy does the same); `WouldBlock` means: wait as usual.
+pub(crate) fn read_now(s: &TcpStream, buf: &mut Buf) -> io::Result<usize> {
+    use std::io::Read;
+    let sock = socket2::SockRef::from(s);
+    let n = (&*sock).read(buf.spare())?;
+    buf.end += n;
+    Ok(n)
+}
+
 /// Write `a` then `b` completely, with one vectored write in the common case.
 pub(crate) async fn write_all2(
     s: &TcpStream,
