@@ -416,27 +416,18 @@ impl H1Service {
         // connections afterwards, since the rest of the body was never read.
         let replayable = info.body == BodyLen::None && info.idempotent;
         let mut body_incomplete = false;
+        let upload = copy_body(
+            &mut c.client,
+            &mut c.cbuf,
+            &backend,
+            info.body,
+            false,
+            &c.req_head,
+            idle,
+        );
         let sent = if info.body == BodyLen::None {
-            copy_body(
-                &mut c.client,
-                &mut c.cbuf,
-                &backend,
-                info.body,
-                false,
-                &c.req_head,
-                idle,
-            )
-            .await
+            upload.await
         } else {
-            let upload = copy_body(
-                &mut c.client,
-                &mut c.cbuf,
-                &backend,
-                info.body,
-                false,
-                &c.req_head,
-                idle,
-            );
             tokio::select! {
                 r = upload => r,
                 _ = backend.readable() => {
