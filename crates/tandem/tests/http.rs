@@ -218,38 +218,7 @@ async fn h2c_prior_knowledge() {
     let cfg = config(n, "http", &[bulk.addr], "", "")
         .replace(&format!("\"{}\"", addr(n, 8080)), &format!("\"{listen2}\""));
     let _t2 = Tandem::run("h2c-bulk", &cfg, &[listen2]).await;
-    let dir = TempDir::new("h2c-bulk");
-    let up = dir.path().join("up.bin");
-    write_pattern_file(&up, 128);
-    let (len, h) = pattern_digest(128);
-    let r = get(
-        &format!("http://{listen2}/upload"),
-        &[
-            "--http2-prior-knowledge",
-            "--data-binary",
-            &format!("@{}", up.display()),
-        ],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(
-        r.body_text(),
-        format!("{len} {h:x}"),
-        "h2 upload arrived intact"
-    );
-    let down = dir.path().join("down.bin");
-    let out = curl(&[
-        "--http2-prior-knowledge",
-        "-o",
-        down.to_str().expect("path"),
-        "-w",
-        "%{http_version} %{http_code}",
-        &format!("http://{listen2}/download?chunks=128"),
-    ])
-    .await;
-    assert!(out.ok, "{}", out.stderr);
-    assert_eq!(out.text(), "2 200");
-    assert_eq!(file_digest(&down), (len, h), "h2 download arrived intact");
+    bulk_round_trip(listen2, 128, &["--http2-prior-knowledge"], "2").await;
 }
 
 // N = 4
@@ -366,36 +335,7 @@ async fn streams_50_mib_up_and_down_intact() {
     let listen = addr(n, 8080);
     let cfg = config(n, "http", &[backend.addr], "", "");
     let _t = Tandem::run("stream50", &cfg, &[listen]).await;
-    let dir = TempDir::new("stream50-data");
-    let upload = dir.path().join("upload.bin");
-    write_pattern_file(&upload, BIG_CHUNKS);
-    let (len, h) = pattern_digest(BIG_CHUNKS);
-    assert_eq!(len, BIG_CHUNKS * CHUNK);
-
-    let r = get(
-        &format!("http://{listen}/upload"),
-        &["-T", upload.to_str().expect("path")],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(
-        r.body_text(),
-        format!("{len} {h:x}"),
-        "upload arrived intact"
-    );
-
-    let download = dir.path().join("download.bin");
-    let out = curl(&[
-        "-o",
-        download.to_str().expect("path"),
-        "-w",
-        "%{http_code}",
-        &format!("http://{listen}/download"),
-    ])
-    .await;
-    assert!(out.ok, "{}", out.stderr);
-    assert_eq!(out.text(), "200");
-    assert_eq!(file_digest(&download), (len, h), "download arrived intact");
+    bulk_round_trip(listen, BIG_CHUNKS, &[], "1.1").await;
 }
 
 // N = 6

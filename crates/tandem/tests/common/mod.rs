@@ -788,6 +788,46 @@ pool = "p"
     )
 }
 
+/// Upload and download `chunks` pattern chunks through `listen` (in front of a
+/// [`digest_backend`]) with curl and `proto_args`, checking both arrive intact and the download
+/// used HTTP version `want_version` as curl reports it ("1.1", "2").
+pub async fn bulk_round_trip(
+    listen: SocketAddr,
+    chunks: u64,
+    proto_args: &[&str],
+    want_version: &str,
+) {
+    let dir = TempDir::new("bulk");
+    let up = dir.path().join("up.bin");
+    write_pattern_file(&up, chunks);
+    let (len, h) = pattern_digest(chunks);
+    assert_eq!(len, chunks * CHUNK);
+    let mut args = proto_args.to_vec();
+    args.extend(["-T", up.to_str().expect("path")]);
+    let r = get(&format!("http://{listen}/upload"), &args).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.body_text(),
+        format!("{len} {h:x}"),
+        "upload arrived intact"
+    );
+
+    let down = dir.path().join("down.bin");
+    let url = format!("http://{listen}/download?chunks={chunks}");
+    let mut args = proto_args.to_vec();
+    args.extend([
+        "-o",
+        down.to_str().expect("path"),
+        "-w",
+        "%{http_version} %{http_code}",
+        &url,
+    ]);
+    let out = curl(&args).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.text(), format!("{want_version} 200"));
+    assert_eq!(file_digest(&down), (len, h), "download arrived intact");
+}
+
 /// A backend for bulk transfers: `GET /download?chunks=N` streams `N` pattern chunks (default
 /// 800 = 50 MiB); anything else reads the request body and answers `LEN HASH` of it.
 pub async fn digest_backend(ip: IpAddr) -> HttpBackend {
