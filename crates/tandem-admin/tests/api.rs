@@ -21,6 +21,7 @@ fn backend(addr: &str, weight: u32, backup: bool, max: Option<u32>) -> Backend {
         weight,
         backup,
         max_connections: max,
+        health: None,
     }
 }
 

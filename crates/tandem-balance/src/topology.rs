@@ -113,6 +113,7 @@ impl BackendRuntime {
             weight: 1,
             backup: false,
             max_connections: None,
+            health: None,
         });
         b.health.store(Health::Up.to_u8(), Ordering::Relaxed);
         b
@@ -439,6 +440,7 @@ mod tests {
             weight: 1,
             backup,
             max_connections: max,
+            health: None,
         }
     }
 

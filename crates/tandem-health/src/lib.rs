@@ -6,6 +6,8 @@
 //! tasks publish state, they never touch the data plane).
 
 pub mod checker;
+pub mod exec;
+pub mod icmp;
 pub mod probe;
 pub mod tracker;
 

@@ -70,6 +70,7 @@ fn demo_config(opts: &DemoOpts, backends: &[SocketAddr]) -> Config {
                     weight: if i == 0 { 2 } else { 1 },
                     backup: false,
                     max_connections: None,
+                    health: None,
                 })
                 .collect(),
             queue_timeout: Duration::from_secs(1),

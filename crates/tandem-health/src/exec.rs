@@ -1,0 +1,1 @@
+//! `exec` probes: run an operator's command per backend. Placeholder: being written.
