@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Run tandem's whole test suite: unit tests, integration tests against real peers (curl,
-# in-process backends) and doc tests. Installs what the tests need when it is missing and we
-# are root (a fresh Debian machine with Rust); otherwise says what to install.
+# Run tandem's whole test suite: unit tests, integration tests against real peers (curl, a
+# real SMTP server, backend processes, network-namespace labs) and doc tests. Installs what the
+# tests need when it is missing and we are root (a fresh Debian machine with Rust); otherwise
+# says what to install. The netns and ICMP tests need root: they fail (never skip) without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The SMTP health-check tests run Debian's aiosmtpd as a real SMTP server.
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_apt+=(python3-aiosmtpd)
+# Network-namespace labs (blackholed and unreachable backend hosts).
+command -v ip >/dev/null || need_apt+=(iproute2)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -73,14 +73,12 @@ fn rows(topology: &Topology) -> Vec<Row<'_>> {
     rows
 }
 
-/// Backends the scheduler may pick right now: primary or backup, not down, weight > 0 — the
-/// same filter the pool's selection snapshot is built with. The sorry server is not counted:
+/// Backends the scheduler may pick right now: primary or backup, not down, not ejected, not
+/// drained or disabled, weight > 0 — the same filter the pool's selection snapshot is built
+/// with. The sorry server is not counted:
 /// 0 here means the pool is serving from its sorry server, or failing.
 pub fn eligible_backends(pool: &PoolRuntime) -> usize {
-    pool.backends
-        .iter()
-        .filter(|b| b.weight > 0 && b.health().eligible())
-        .count()
+    pool.backends.iter().filter(|b| b.in_rotation()).count()
 }
 
 /// Picks one counter out of a service's stats.
@@ -204,10 +202,58 @@ impl Collector for TopologyCollector {
         gauge(
             &mut enc,
             "tandem_backend_weight",
-            "Configured weight; 0 = receives no new traffic.",
+            "Weight in force (configured, or set by an operator or an exec check); 0 = receives no new traffic.",
             &rows,
-            |b| b.weight,
+            |b| b.weight(),
         )?;
+        gauge(
+            &mut enc,
+            "tandem_backend_effective_weight",
+            "Weight the scheduler uses now: lower while slow-starting, 0 when out of rotation.",
+            &rows,
+            |b| {
+                if b.in_rotation() {
+                    b.scheduled_weight()
+                } else {
+                    0
+                }
+            },
+        )?;
+        gauge(
+            &mut enc,
+            "tandem_backend_ejected",
+            "1 while passive detection keeps the backend out of rotation, else 0.",
+            &rows,
+            |b| u32::from(b.is_ejected()),
+        )?;
+        counter(
+            &mut enc,
+            "tandem_backend_ejections",
+            "Times passive detection (consecutive connect failures or 5xx) ejected the backend.",
+            &rows,
+            |b| b.stats.ejections.load(relaxed),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "tandem_backend_admin_state",
+                "Operator state as a state set: 1 for the current one (enabled, draining, disabled).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in &rows {
+                let current = r.runtime.admin_state();
+                for state in [
+                    tandem_balance::AdminState::Enabled,
+                    tandem_balance::AdminState::Draining,
+                    tandem_balance::AdminState::Disabled,
+                ] {
+                    let [pool, backend, role] = r.labels();
+                    let labels = [pool, backend, role, ("state", state.as_str())];
+                    m.encode_family(&labels)?
+                        .encode_gauge(&u32::from(current == state))?;
+                }
+            }
+        }
         {
             let mut m = enc.encode_descriptor(
                 "tandem_backend_latency_ewma",
@@ -235,7 +281,30 @@ impl Collector for TopologyCollector {
                 .encode_gauge(&(eligible_backends(pool) as u64))?;
         }
 
-        let services: [(&str, &str, ServiceCounter); 4] = [
+        let mut m = enc.encode_descriptor(
+            "tandem_pool_retry_budget",
+            "Replays the pool's retry budget allows right now (at most 100).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for pool in &self.topology.pools {
+            m.encode_family(&[("pool", pool.name.as_str())])?
+                .encode_gauge(&pool.budget.available())?;
+        }
+        let mut m = enc.encode_descriptor(
+            "tandem_pool_connect_time",
+            "Smoothed backend connect time that sets the adaptive connect timeout; absent until measured.",
+            Some(&seconds),
+            MetricType::Gauge,
+        )?;
+        for pool in &self.topology.pools {
+            if let Some(t) = pool.connect_timer.smoothed() {
+                m.encode_family(&[("pool", pool.name.as_str())])?
+                    .encode_gauge(&t.as_secs_f64())?;
+            }
+        }
+
+        let services: [(&str, &str, ServiceCounter); 5] = [
             ("tandem_service_connections", "Client connections accepted.", |s| &s.connections),
             (
                 "tandem_service_rejected_requests",
@@ -251,6 +320,11 @@ impl Collector for TopologyCollector {
                 "tandem_service_backend_errors",
                 "Error answers tandem gave on a backend's behalf (HTTP 502 and 504).",
                 |s| &s.backend_errors,
+            ),
+            (
+                "tandem_service_retries",
+                "Requests replayed on another backend after getting no response (connect failures, always retried, are not counted).",
+                |s| &s.retries,
             ),
         ];
         for (name, help, field) in services {

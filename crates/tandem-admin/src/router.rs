@@ -11,11 +11,15 @@ use serde::Serialize;
 
 use crate::metrics;
 use crate::state::AdminState;
-use crate::view::{PoolView, PoolsView, ServicesView};
+use crate::view::{BackendView, PoolView, PoolsView, ServicesView};
+use tandem_balance::AdminState as BackendAdmin;
 
-/// Every route answers these methods. HEAD is GET without the body (hyper drops it), which
-/// lets monitoring probes check `/healthz` cheaply.
+/// Every read route answers these methods. HEAD is GET without the body (hyper drops it),
+/// which lets monitoring probes check `/healthz` cheaply.
 const ALLOWED: &str = "GET, HEAD";
+/// Actions change state, so they are POST only (a crawler or a prefetching browser must not
+/// drain a backend by following a link).
+const ALLOWED_ACTION: &str = "POST";
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -27,6 +31,33 @@ enum Route {
     Pool(String),
     Services,
     Metrics,
+    /// `POST /api/v1/pools/{pool}/backends/{address}/{action}`
+    Action {
+        pool: String,
+        backend: String,
+        action: Action,
+    },
+}
+
+/// What an operator can do to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Drain,
+    Disable,
+    Enable,
+    Weight,
+}
+
+impl Action {
+    fn from_name(s: &str) -> Option<Action> {
+        match s {
+            "drain" => Some(Action::Drain),
+            "disable" => Some(Action::Disable),
+            "enable" => Some(Action::Enable),
+            "weight" => Some(Action::Weight),
+            _ => None,
+        }
+    }
 }
 
 /// Match a path. `None` means 404. A pool name is percent-decoded, so a name that needs
@@ -38,11 +69,21 @@ fn route(path: &str) -> Option<Route> {
         "/api/v1/pools" => Some(Route::Pools),
         "/api/v1/services" => Some(Route::Services),
         _ => {
-            let name = path.strip_prefix("/api/v1/pools/")?;
-            if name.is_empty() || name.contains('/') {
-                return None;
+            let rest = path.strip_prefix("/api/v1/pools/")?;
+            let mut parts = rest.split('/');
+            let name = parts.next().filter(|n| !n.is_empty())?;
+            let name = percent_decode(name)?;
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (None, ..) => Some(Route::Pool(name)),
+                (Some("backends"), Some(backend), Some(action), None) if !backend.is_empty() => {
+                    Some(Route::Action {
+                        pool: name,
+                        backend: percent_decode(backend)?,
+                        action: Action::from_name(action)?,
+                    })
+                }
+                _ => None,
             }
-            Some(Route::Pool(percent_decode(name)?))
         }
     }
 }
@@ -77,7 +118,12 @@ fn hex_digit(b: u8) -> Option<u8> {
 }
 
 /// Answer one request. Never fails: every problem becomes a status code.
-pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+pub fn respond(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
     let Some(route) = route(path) else {
         return error(
             path,
@@ -85,6 +131,24 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
             format!("no such endpoint: {path}"),
         );
     };
+    if let Route::Action {
+        pool,
+        backend,
+        action,
+    } = route
+    {
+        if method != Method::POST {
+            let mut resp = error(
+                path,
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} not allowed; use POST"),
+            );
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(ALLOWED_ACTION));
+            return resp;
+        }
+        return act(state, path, &pool, &backend, action, body);
+    }
     if method != Method::GET && method != Method::HEAD {
         let mut resp = error(
             path,
@@ -112,6 +176,7 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
                 services: &state.services,
             },
         ),
+        Route::Action { .. } => error(path, StatusCode::NOT_FOUND, "no such endpoint".into()),
         Route::Metrics => match state.render_metrics() {
             Ok(text) => plain(StatusCode::OK, metrics::CONTENT_TYPE, text.into()),
             Err(_) => {
@@ -125,6 +190,80 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
             }
         },
     }
+}
+
+/// Apply an operator action and answer with the backend as it is now.
+fn act(
+    state: &AdminState,
+    path: &str,
+    pool_name: &str,
+    backend: &str,
+    action: Action,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let Some(pool) = state.topology.pool(pool_name) else {
+        return error(
+            path,
+            StatusCode::NOT_FOUND,
+            format!("no pool named {pool_name:?}"),
+        );
+    };
+    let Ok(address) = backend.parse::<std::net::SocketAddr>() else {
+        return error(
+            path,
+            StatusCode::BAD_REQUEST,
+            format!("{backend:?} is not a backend address; write it as in the configuration, e.g. 127.0.0.1:8001 or [::1]:8001"),
+        );
+    };
+    let Some(b) = pool.find(address) else {
+        return error(
+            path,
+            StatusCode::NOT_FOUND,
+            format!("pool {pool_name:?} has no backend {address}"),
+        );
+    };
+    let now = std::time::Instant::now();
+    let id = b.id;
+    match action {
+        Action::Drain | Action::Disable | Action::Enable => {
+            let target = match action {
+                Action::Drain => BackendAdmin::Draining,
+                Action::Disable => BackendAdmin::Disabled,
+                _ => BackendAdmin::Enabled,
+            };
+            if let Some(old) = pool.set_admin_state(id, target, now) {
+                tracing::info!(pool = %pool.name, backend = %address, from = old.as_str(), to = target.as_str(), "admin: backend state set");
+            }
+        }
+        Action::Weight => {
+            let weight = match parse_weight(body) {
+                Ok(w) => w,
+                Err(message) => return error(path, StatusCode::BAD_REQUEST, message),
+            };
+            if let Some(old) = pool.set_weight(id, weight, now) {
+                tracing::info!(pool = %pool.name, backend = %address, from = old, to = weight, "admin: backend weight set");
+            }
+        }
+    }
+    json(StatusCode::OK, &BackendView::new(b))
+}
+
+/// The body of `/weight`: `{"weight": N}`, N in the configuration's range 0..=65535.
+fn parse_weight(body: &[u8]) -> Result<u32, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WeightBody {
+        weight: u32,
+    }
+    let parsed: WeightBody = serde_json::from_slice(body)
+        .map_err(|e| format!("expected a JSON body like {{\"weight\": 5}}: {e}"))?;
+    if parsed.weight > 65535 {
+        return Err(format!(
+            "weight must be between 0 and 65535, got {}",
+            parsed.weight
+        ));
+    }
+    Ok(parsed.weight)
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
@@ -183,6 +322,22 @@ mod tests {
             route("/api/v1/pools/a%20b%2Fc"),
             Some(Route::Pool("a b/c".into()))
         );
+        assert_eq!(
+            route("/api/v1/pools/web/backends/%5B::1%5D:80/weight"),
+            Some(Route::Action {
+                pool: "web".into(),
+                backend: "[::1]:80".into(),
+                action: Action::Weight
+            })
+        );
+        assert_eq!(
+            route("/api/v1/pools/web/backends/127.0.0.1:8001/drain"),
+            Some(Route::Action {
+                pool: "web".into(),
+                backend: "127.0.0.1:8001".into(),
+                action: Action::Drain
+            })
+        );
         for p in [
             "/",
             "",
@@ -193,9 +348,25 @@ mod tests {
             "/api/v1/pools/%zz",
             "/api/v1/pools/%ff",
             "/api/v2/pools",
+            "/api/v1/pools/web/backends",
+            "/api/v1/pools/web/backends/127.0.0.1:1",
+            "/api/v1/pools/web/backends//drain",
+            "/api/v1/pools/web/backends/127.0.0.1:1/explode",
+            "/api/v1/pools/web/backends/127.0.0.1:1/drain/x",
         ] {
             assert_eq!(route(p), None, "{p:?}");
         }
+    }
+
+    #[test]
+    fn weight_bodies() {
+        assert_eq!(parse_weight(br#"{"weight": 7}"#), Ok(7));
+        assert_eq!(parse_weight(br#"{"weight": 0}"#), Ok(0));
+        assert!(parse_weight(br#"{"weight": 70000}"#).is_err());
+        assert!(parse_weight(br#"{"weight": -1}"#).is_err());
+        assert!(parse_weight(br#"{"wieght": 1}"#).is_err());
+        assert!(parse_weight(b"").is_err());
+        assert!(parse_weight(b"\xff\x00").is_err());
     }
 
     #[test]

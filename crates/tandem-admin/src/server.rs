@@ -9,10 +9,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::Request;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -84,8 +86,15 @@ pub async fn serve(
                 }
                 let state = Arc::clone(&state);
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let resp = router::respond(&state, req.method(), req.uri().path());
-                    std::future::ready(Ok::<_, Infallible>(resp))
+                    let state = Arc::clone(&state);
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let resp = match read_body(body).await {
+                            Ok(body) => router::respond(&state, &parts.method, parts.uri.path(), &body),
+                            Err(resp) => resp,
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let conn = http.serve_connection(TokioIo::new(stream), svc);
                 let mut shutdown = shutdown.clone();
@@ -122,6 +131,23 @@ pub async fn serve(
         conns.shutdown().await;
     }
     Ok(())
+}
+
+/// Request bodies are tiny (`{"weight": 5}`); anything larger is refused, never buffered.
+const MAX_BODY: usize = 64 * 1024;
+
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(
+                b"request body too large or unreadable\n",
+            )));
+            *resp.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+            Err(resp)
+        }
+    }
 }
 
 async fn wait_for_shutdown(rx: &mut watch::Receiver<bool>) {

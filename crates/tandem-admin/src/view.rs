@@ -35,11 +35,25 @@ pub struct PoolView<'a> {
 #[derive(Debug, Serialize)]
 pub struct BackendView {
     pub address: SocketAddr,
+    /// The weight in force: configured, or set by an operator or an `exec` check.
     pub weight: u32,
+    /// The weight in the configuration file.
+    pub configured_weight: u32,
+    /// The weight the scheduler uses now: below `weight` while slow-starting, 0 when out of
+    /// rotation.
+    pub effective_weight: u32,
     pub backup: bool,
     pub max_connections: Option<u32>,
-    /// `up`, `down` or `unknown`.
+    /// `up`, `down` or `unknown`: the active checks' verdict.
     pub state: &'static str,
+    /// `enabled`, `draining` or `disabled`: what an operator set.
+    pub admin_state: &'static str,
+    /// Whether passive detection took it out of rotation.
+    pub ejected: bool,
+    /// Seconds until the current ejection ends; null when not ejected.
+    pub ejected_for_s: Option<f64>,
+    /// Times passive detection ejected it.
+    pub ejections: u64,
     /// When `state` last changed; null until the first verdict.
     pub since: Option<String>,
     /// When a check last completed; null until then.
@@ -88,10 +102,24 @@ impl BackendView {
         let ewma_ns = b.stats.latency_ewma_ns.load(relaxed);
         BackendView {
             address: b.address,
-            weight: b.weight,
+            weight: b.weight(),
+            configured_weight: b.configured_weight,
+            effective_weight: if b.in_rotation() {
+                b.scheduled_weight()
+            } else {
+                0
+            },
             backup: b.backup,
             max_connections: b.max_connections,
             state: b.health().as_str(),
+            admin_state: b.admin_state().as_str(),
+            ejected: b.is_ejected(),
+            ejected_for_s: b.ejected_until().map(|until| {
+                until
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_secs_f64()
+            }),
+            ejections: b.stats.ejections.load(relaxed),
             since: detail.since.map(rfc3339),
             last_check: detail.last_check.map(rfc3339),
             reason: detail.reason,

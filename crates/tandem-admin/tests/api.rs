@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tandem_admin::{serve, AdminState, ServiceInfo};
@@ -32,13 +32,13 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
         sorry_server: sorry.map(|s| s.parse().expect("test address")),
         health: HealthCheck {
             kind: HealthKind::None,
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            rise: 1,
-            fall: 1,
+            ..HealthCheck::default()
         },
         backends,
         queue_timeout: Duration::from_secs(1),
+        retries: tandem_config::Retries::default(),
+        outlier: tandem_config::Outlier::default(),
+        slow_start: None,
     }
 }
 
@@ -196,8 +196,8 @@ async fn get(addr: SocketAddr, path: &str) -> Resp {
 /// Health and counters as the data plane and health checkers would leave them.
 fn exercise(t: &Topology) {
     let web = t.pool("web").expect("web");
-    assert!(web.set_health(0, Health::Up, "HTTP 200 in 3ms"));
-    assert!(web.set_health(1, Health::Down, "connection refused"));
+    assert!(web.set_health(0, Health::Up, "HTTP 200 in 3ms", Instant::now()));
+    assert!(web.set_health(1, Health::Down, "connection refused", Instant::now()));
     let s = &web.backends[0].stats;
     s.active.store(3, Ordering::Relaxed);
     s.total.store(5, Ordering::Relaxed);
@@ -504,4 +504,90 @@ async fn already_shut_down_returns_at_once() {
         .await
         .expect("returns at once");
     assert!(res.is_ok());
+}
+
+async fn post(addr: SocketAddr, path: &str, body: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    read_response(&mut s, false).await
+}
+
+#[tokio::test]
+async fn backend_actions_change_rotation_and_weight() {
+    let srv = start().await;
+    let base = "/api/v1/pools/web/backends/127.0.0.1:8001";
+    let r = post(srv.addr, &format!("{base}/drain"), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["admin_state"], "draining");
+    assert_eq!(v["effective_weight"], 0);
+    let web = srv.topology.pool("web").expect("web");
+    assert!(!web.backends[0].in_rotation());
+
+    let r = post(srv.addr, &format!("{base}/disable"), "").await;
+    assert_eq!(r.json()["admin_state"], "disabled");
+    let r = post(srv.addr, &format!("{base}/enable"), "").await;
+    assert_eq!(r.json()["admin_state"], "enabled");
+    assert!(web.backends[0].in_rotation());
+
+    let r = post(srv.addr, &format!("{base}/weight"), r#"{"weight": 9}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["weight"], 9);
+    assert_eq!(v["configured_weight"], 3);
+    assert_eq!(web.backends[0].weight(), 9);
+
+    // IPv6 addresses percent-encoded or not.
+    let r = post(
+        srv.addr,
+        "/api/v1/pools/web/backends/%5B::1%5D:8002/drain",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["address"], "[::1]:8002");
+}
+
+#[tokio::test]
+async fn backend_action_errors_are_clear() {
+    let srv = start().await;
+    let base = "/api/v1/pools/web/backends/127.0.0.1:8001";
+    let r = get(srv.addr, &format!("{base}/drain")).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+    let r = post(srv.addr, &format!("{base}/weight"), r#"{"weight": 70000}"#).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().expect("error").contains("65535"));
+    let r = post(srv.addr, &format!("{base}/weight"), "five").await;
+    assert_eq!(r.status, 400);
+    let r = post(srv.addr, "/api/v1/pools/web/backends/127.0.0.1:9/drain", "").await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"]
+        .as_str()
+        .expect("error")
+        .contains("no backend 127.0.0.1:9"));
+    let r = post(
+        srv.addr,
+        "/api/v1/pools/nope/backends/127.0.0.1:8001/drain",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = post(
+        srv.addr,
+        "/api/v1/pools/web/backends/not-an-address/drain",
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = post(srv.addr, "/api/v1/pools", "").await;
+    assert_eq!(r.status, 405);
+    // Nothing changed.
+    let web = srv.topology.pool("web").expect("web");
+    assert!(web.backends[0].in_rotation());
+    assert_eq!(web.backends[0].weight(), 3);
 }

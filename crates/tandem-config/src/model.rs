@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 mod health;
+mod resilience;
 pub use health::*;
+pub use resilience::*;
 
 /// A whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +73,11 @@ pub struct Pool {
     /// `queue_timeout`: how long a request waits for a slot when every backend is at
     /// `max_connections`. Default 1s.
     pub queue_timeout: Duration,
+    pub retries: Retries,
+    pub outlier: Outlier,
+    /// `slow_start`: a backend that comes back up ramps its weight from a trickle to its full
+    /// weight over this long. Default off (`None`).
+    pub slow_start: Option<Duration>,
 }
 
 impl Pool {
@@ -190,8 +197,13 @@ impl Service {
 /// Per-service timeouts (flat keys on `[[service]]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
-    /// `connect_timeout`: TCP connect to a backend. Default 3s.
+    /// `connect_timeout`: the longest a TCP connect to a backend may take. Default 3s. The
+    /// timeout actually used adapts to observed connect times, between `connect_timeout_min`
+    /// and this.
     pub connect: Duration,
+    /// `connect_timeout_min`: the shortest connect timeout the adaptive estimate may choose.
+    /// Default 100ms; at most `connect_timeout`.
+    pub connect_min: Duration,
     /// `header_timeout` (http): a client must send a whole request head within this. Default 10s.
     pub header: Duration,
     /// `response_timeout` (http): backend must start its response within this. Default 60s.
@@ -205,6 +217,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             connect: Duration::from_secs(3),
+            connect_min: Duration::from_millis(100),
             header: Duration::from_secs(10),
             response: Duration::from_secs(60),
             idle: Duration::from_secs(60),

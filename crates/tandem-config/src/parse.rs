@@ -364,6 +364,17 @@ const POOL_KEYS: &[&str] = &[
     "health",
     "backends",
     "queue_timeout",
+    "retries",
+    "retry_budget",
+    "outlier",
+    "slow_start",
+];
+const OUTLIER_KEYS: &[&str] = &[
+    "consecutive_connect_failures",
+    "consecutive_5xx",
+    "base_ejection_time",
+    "max_ejection_time",
+    "max_ejection_percent",
 ];
 const BACKEND_KEYS: &[&str] = &["address", "weight", "backup", "max_connections", "health"];
 const SERVICE_KEYS: &[&str] = &[
@@ -372,6 +383,7 @@ const SERVICE_KEYS: &[&str] = &[
     "mode",
     "pool",
     "connect_timeout",
+    "connect_timeout_min",
     "header_timeout",
     "response_timeout",
     "idle_timeout",
@@ -565,6 +577,70 @@ fn pool(cx: &mut Cx, t: &Table, name: String) -> Pool {
             t.opt(cx, "queue_timeout", duration),
             Pool::DEFAULT_QUEUE_TIMEOUT,
         ),
+        retries: retries(cx, t),
+        outlier: match t.get("outlier") {
+            Some(v) => outlier(cx, &t.key_path("outlier"), v),
+            None => Outlier::default(),
+        },
+        slow_start: t.opt(cx, "slow_start", duration).ok().flatten(),
+    }
+}
+
+fn retries(cx: &mut Cx, t: &Table) -> Retries {
+    let d = Retries::default();
+    let max = t.opt(cx, "retries", |cx, p, v| integer(cx, p, v, 0, 10));
+    let budget = t.opt(cx, "retry_budget", |cx, p, v| integer(cx, p, v, 0, 100));
+    Retries {
+        max: or(max, d.max.into()).try_into().unwrap_or(d.max),
+        budget_percent: or(budget, d.budget_percent.into())
+            .try_into()
+            .unwrap_or(d.budget_percent),
+    }
+}
+
+fn outlier(cx: &mut Cx, path: &str, v: &Value) -> Outlier {
+    let d = Outlier::default();
+    let Ok(mut t) = table(cx, path, v, "the outlier table") else {
+        return d;
+    };
+    t.check_keys(cx, OUTLIER_KEYS);
+    let count = |cx: &mut Cx, key: &str, default: u32| {
+        or(
+            t.opt(cx, key, |cx, p, v| u32_at_least(cx, p, v, 0)),
+            default,
+        )
+    };
+    let consecutive_connect_failures = count(
+        cx,
+        "consecutive_connect_failures",
+        d.consecutive_connect_failures,
+    );
+    let consecutive_5xx = count(cx, "consecutive_5xx", d.consecutive_5xx);
+    let base = t.opt(cx, "base_ejection_time", duration);
+    let max = t.opt(cx, "max_ejection_time", duration);
+    if let (Ok(Some(b)), Ok(Some(m)), Some(v)) = (&base, &max, t.get("max_ejection_time")) {
+        if m < b {
+            cx.error(
+                v.span().start,
+                &t.key_path("max_ejection_time"),
+                format!(
+                    "max_ejection_time ({m:?}) must not be shorter than base_ejection_time ({b:?})"
+                ),
+            );
+        }
+    }
+    let percent = t.opt(cx, "max_ejection_percent", |cx, p, v| {
+        integer(cx, p, v, 0, 100)
+    });
+    let base = or(base, d.base_ejection_time);
+    Outlier {
+        consecutive_connect_failures,
+        consecutive_5xx,
+        base_ejection_time: base,
+        max_ejection_time: or(max, d.max_ejection_time.max(base)),
+        max_ejection_percent: or(percent, d.max_ejection_percent.into())
+            .try_into()
+            .unwrap_or(d.max_ejection_percent),
     }
 }
 
@@ -605,7 +681,9 @@ fn backends(cx: &mut Cx, path: &str, v: &Value) -> Vec<Backend> {
             .opt(cx, "max_connections", |cx, p, v| u32_at_least(cx, p, v, 1))
             .ok()
             .flatten();
-        let health = t.get("health").map(|v| health(cx, &t.key_path("health"), v));
+        let health = t
+            .get("health")
+            .map(|v| health(cx, &t.key_path("health"), v));
         out.push(Backend {
             health,
             address: address.unwrap_or(PLACEHOLDER_ADDR),
@@ -765,8 +843,21 @@ fn services(
                 or(t.opt(cx, key, duration), default)
             }
         };
+        let connect = timeout(cx, "connect_timeout", d.connect);
+        let connect_min = t.opt(cx, "connect_timeout_min", duration);
+        if let (Ok(Some(min)), Some(v)) = (&connect_min, t.get("connect_timeout_min")) {
+            if *min > connect {
+                cx.error(
+                    v.span().start,
+                    &t.key_path("connect_timeout_min"),
+                    format!("connect_timeout_min ({min:?}) must not exceed connect_timeout ({connect:?})"),
+                );
+            }
+        }
         let timeouts = Timeouts {
-            connect: timeout(cx, "connect_timeout", d.connect),
+            connect,
+            // An absent floor adapts to a short ceiling rather than failing the check above.
+            connect_min: or(connect_min, d.connect_min.min(connect)),
             header: timeout(cx, "header_timeout", d.header),
             response: timeout(cx, "response_timeout", d.response),
             idle: timeout(cx, "idle_timeout", d.idle),

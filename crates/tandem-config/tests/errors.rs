@@ -65,7 +65,7 @@ fn unknown_keys() {
     );
     one(
         &format!("{POOL}health = {{ probe = \"tcp\" }}\n"),
-        "t.toml:4:12: pool[web].health.probe: unknown key `probe` in the health table; known keys: kind, interval, timeout, rise, fall, port, method, path, host, expect_status",
+        "t.toml:4:12: pool[web].health.probe: unknown key `probe` in the health table; known keys: kind, interval, down_interval, timeout, rise, fall, port, method, path, host, expect_status, expect_body, digest, sni, tls_verify, ca_file, helo_name, command, dynamic_weight",
     );
     one(
         "[[pool]]\nname = \"web\"\nbackends = [{ adress = \"127.0.0.1:8001\" }]\n",
@@ -315,8 +315,8 @@ fn unknown_enumerations() {
         "t.toml:8:8: service[www].mode: unknown mode `https`; valid modes: http, tcp",
     );
     one(
-        &format!("{POOL}health = {{ kind = \"icmp\" }}\n"),
-        "t.toml:4:19: pool[web].health.kind: unknown health check kind `icmp`; valid kinds: none, tcp, http",
+        &format!("{POOL}health = {{ kind = \"ping\" }}\n"),
+        "t.toml:4:19: pool[web].health.kind: unknown health check kind `ping`; valid kinds: none, tcp, http, https, smtp, icmp, exec",
     );
 }
 
@@ -377,15 +377,15 @@ fn health_check_rules() {
     );
     one(
         &format!("{POOL}health = {{ kind = \"tcp\", path = \"/healthz\" }}\n"),
-        "t.toml:4:26: pool[web].health.path: `path` applies only to kind = \"http\" health checks; this check is kind = \"tcp\"",
+        "t.toml:4:26: pool[web].health.path: `path` applies only to http and https health checks; this check is kind = \"tcp\"",
     );
     one(
         &format!("{POOL}health = {{ expect_status = \"200\" }}\n"),
-        "t.toml:4:12: pool[web].health.expect_status: `expect_status` applies only to kind = \"http\" health checks; this check is kind = \"tcp\"",
+        "t.toml:4:12: pool[web].health.expect_status: `expect_status` applies only to http and https health checks; this check is kind = \"tcp\"",
     );
     one(
         &format!("{POOL}health = {{ kind = \"none\", port = 80 }}\n"),
-        "t.toml:4:27: pool[web].health.port: `port` applies only to tcp and http health checks; this check is kind = \"none\"",
+        "t.toml:4:27: pool[web].health.port: `port` applies only to tcp, http, https and smtp health checks; this check is kind = \"none\"",
     );
     let http = |kv: &str| format!("{POOL}health = {{ kind = \"http\", {kv} }}\n");
     let at = "t.toml:4:43: pool[web].health.expect_status: ";

@@ -89,8 +89,11 @@ idle_timeout = "1h"
                             ranges: vec![(200, 299), (301, 301)],
                         },
                         port: Some(9000),
+                        expect_body: None,
+                        digest: None,
                     },
                     interval: ms(1000),
+                    down_interval: ms(1000),
                     timeout: ms(500),
                     rise: 4,
                     fall: 5,
@@ -119,6 +122,9 @@ idle_timeout = "1h"
                     },
                 ],
                 queue_timeout: ms(250),
+                retries: tandem_config::Retries::default(),
+                outlier: tandem_config::Outlier::default(),
+                slow_start: None,
             },
             Pool {
                 name: "db".into(),
@@ -127,6 +133,7 @@ idle_timeout = "1h"
                 health: HealthCheck {
                     kind: HealthKind::None,
                     interval: ms(2000),
+                    down_interval: ms(2000),
                     timeout: ms(1000),
                     rise: 2,
                     fall: 3,
@@ -139,6 +146,9 @@ idle_timeout = "1h"
                     health: None,
                 }],
                 queue_timeout: ms(1000),
+                retries: tandem_config::Retries::default(),
+                outlier: tandem_config::Outlier::default(),
+                slow_start: None,
             },
         ],
         services: vec![
@@ -149,6 +159,7 @@ idle_timeout = "1h"
                 pool: "web".into(),
                 timeouts: Timeouts {
                     connect: ms(1500),
+                    connect_min: ms(100),
                     header: ms(5000),
                     response: ms(90_000),
                     idle: ms(120_000),
@@ -162,6 +173,7 @@ idle_timeout = "1h"
                 pool: "db".into(),
                 timeouts: Timeouts {
                     connect: ms(3000),
+                    connect_min: ms(100),
                     header: ms(10_000),
                     response: ms(60_000),
                     idle: ms(3_600_000),
@@ -200,6 +212,7 @@ pool = "p"
             health: HealthCheck {
                 kind: HealthKind::Tcp { port: None },
                 interval: ms(2000),
+                down_interval: ms(2000),
                 timeout: ms(1000),
                 rise: 2,
                 fall: 3,
@@ -212,6 +225,9 @@ pool = "p"
                 health: None,
             }],
             queue_timeout: ms(1000),
+            retries: tandem_config::Retries::default(),
+            outlier: tandem_config::Outlier::default(),
+            slow_start: None,
         }],
         services: vec![Service {
             name: "s".into(),
@@ -220,6 +236,7 @@ pool = "p"
             pool: "p".into(),
             timeouts: Timeouts {
                 connect: ms(3000),
+                connect_min: ms(100),
                 header: ms(10_000),
                 response: ms(60_000),
                 idle: ms(60_000),
@@ -256,6 +273,8 @@ backends = [{ address = "127.0.0.1:8001" }]
                     ranges: vec![(200, 399)]
                 },
                 port: None,
+                expect_body: None,
+                digest: None,
             },
             ..HealthCheck::default()
         }

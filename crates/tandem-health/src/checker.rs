@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::probe::{probe, ProbeOutcome};
+use crate::probe::{ProbeOutcome, Prober};
 use crate::tracker::{Health, Tracker, Transition};
 
 /// Called with the target's index in `targets` and the transition, on every state change.
@@ -40,9 +40,15 @@ pub const NOT_CHECKED: &str = "not checked (kind = none)";
 ///
 /// Schedule per target: the first probe runs after [`first_delay`] (a deterministic jitter in
 /// `[0, interval)`), then one probe every `interval` measured start to start, so a slow probe
-/// does not make the schedule drift (a probe that overruns `interval` skips the missed slots
-/// rather than bursting). `kind = "none"` reports Up once, immediately, never probes, and its
-/// task ends right away.
+/// does not make the schedule drift (a probe that overruns its period skips the missed slots
+/// rather than bursting). While the target is Down the period is `down_interval` instead (Up
+/// and Unknown use `interval`); the switch happens right after the probe that changed the
+/// state. `kind = "none"` reports Up once, immediately, never probes, and its task ends right
+/// away.
+///
+/// The check's [`Prober`] is built once here and shared by the targets; if it cannot work at
+/// all (an https `ca_file` that has become unreadable, no system roots) that is logged once as
+/// an error, and every probe fails with the same reason, so the backends go down visibly.
 ///
 /// The tasks end promptly, even in the middle of a probe, when `shutdown` becomes `true` or its
 /// sender is dropped (nobody could ever ask them to stop any more, and a dropped sender means
@@ -55,11 +61,14 @@ pub fn spawn(
     observe: ObserveFn,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
-    let kind = Arc::new(check.kind.clone());
+    let shared = Prober::new(&check.kind);
+    if let Some(why) = shared.setup_error() {
+        tracing::error!(kind = check.kind.name(), error = %why, "health check cannot run; its backends will be marked down");
+    }
     let timeout = check.timeout;
     let prober: ProbeFn = Arc::new(move |target| {
-        let kind = Arc::clone(&kind);
-        Box::pin(async move { probe(&kind, target, timeout).await })
+        let p = shared.clone();
+        Box::pin(async move { p.probe(target, timeout).await })
     });
     spawn_with(check, targets, prober, report, observe, shutdown)
 }
@@ -170,8 +179,9 @@ impl Job {
             }
             return;
         }
-        // A zero interval would spin; config validation refuses it, this keeps the loop sane.
+        // A zero period would spin; config validation refuses it, this keeps the loop sane.
         let interval = self.check.interval.max(Duration::from_millis(1));
+        let down_interval = self.check.down_interval.max(Duration::from_millis(1));
         let mut next = Instant::now() + first_delay(self.target, interval);
         loop {
             tokio::select! {
@@ -191,11 +201,16 @@ impl Job {
             if let Some(t) = tracker.observe(at, &outcome) {
                 (self.report)(self.index, &t);
             }
-            next += interval;
+            let period = if tracker.state() == Health::Down {
+                down_interval
+            } else {
+                interval
+            };
+            next += period;
             if next <= now {
                 // The probe overran its slot(s): skip to the next slot in phase.
-                let behind = now.duration_since(next).as_nanos() / interval.as_nanos() + 1;
-                next += interval * u32::try_from(behind).unwrap_or(u32::MAX);
+                let behind = now.duration_since(next).as_nanos() / period.as_nanos() + 1;
+                next += period * u32::try_from(behind).unwrap_or(u32::MAX);
             }
         }
     }
@@ -222,6 +237,7 @@ mod tests {
         HealthCheck {
             kind,
             interval: Duration::from_millis(interval_ms),
+            down_interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_millis(interval_ms),
             rise,
             fall,
@@ -250,9 +266,11 @@ mod tests {
         Arc::new(move |target| {
             let ok = up.get(&target).is_some_and(|b| b.load(Ordering::SeqCst));
             Box::pin(async move {
-                ProbeOutcome {
-                    ok,
-                    detail: format!("{} from {target}", if ok { "http 200" } else { "http 503" }),
+                let detail = format!("{} from {target}", if ok { "http 200" } else { "http 503" });
+                if ok {
+                    ProbeOutcome::ok(detail)
+                } else {
+                    ProbeOutcome::fail(detail)
                 }
             })
         })
@@ -344,6 +362,104 @@ mod tests {
         }
     }
 
+    /// Probe start times of target 0 after `from`.
+    fn probe_times(probes: &ProbeLog, from: Instant) -> Vec<Duration> {
+        probes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| p.0 == 0 && p.1 >= from)
+            .map(|p| p.1 - from)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn down_interval_paces_a_down_backend_then_interval_again() {
+        let a = addr(8001);
+        let up: Arc<HashMap<_, _>> = Arc::new([(a, AtomicBool::new(false))].into());
+        let (report, observe, mut rx, probes) = recorders();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (interval, down_interval) = (Duration::from_secs(1), Duration::from_secs(5));
+        let handles = spawn_with(
+            HealthCheck {
+                down_interval,
+                ..check(HealthKind::Tcp { port: None }, 1000, 2, 2)
+            },
+            vec![a],
+            fake(Arc::clone(&up)),
+            report,
+            observe,
+            stop_rx,
+        );
+        let start = Instant::now();
+
+        // Unknown probes at `interval`: down after the second failure.
+        let (_, from, to, _, down_at) = rx.recv().await.expect("down");
+        assert_eq!((from, to), (Health::Unknown, Health::Down));
+        assert_eq!(down_at - start, first_delay(a, interval) + interval);
+
+        // Down: probes every `down_interval`; it recovers and needs `rise` (2) of them.
+        up[&a].store(true, Ordering::SeqCst);
+        let (_, from, to, reason, up_at) = rx.recv().await.expect("up");
+        assert_eq!((from, to), (Health::Down, Health::Up));
+        assert_eq!(reason, format!("http 200 from {a} (2/2)"));
+        assert_eq!(up_at - down_at, 2 * down_interval);
+
+        // Up again: back to `interval`, so a new failure is noticed at the old pace.
+        up[&a].store(false, Ordering::SeqCst);
+        let (_, _, to, _, down_again) = rx.recv().await.expect("down again");
+        assert_eq!(to, Health::Down);
+        assert_eq!(down_again - up_at, 2 * interval);
+        assert_eq!(
+            probe_times(&probes, down_at),
+            [
+                Duration::ZERO,
+                down_interval,
+                2 * down_interval,
+                2 * down_interval + interval,
+                2 * down_interval + 2 * interval,
+            ]
+        );
+        for h in handles {
+            h.abort();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_down_interval_notices_recovery_sooner() {
+        let a = addr(8002);
+        let up: Arc<HashMap<_, _>> = Arc::new([(a, AtomicBool::new(false))].into());
+        let (report, observe, mut rx, probes) = recorders();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (interval, down_interval) = (Duration::from_secs(30), Duration::from_secs(1));
+        let handles = spawn_with(
+            HealthCheck {
+                down_interval,
+                timeout: down_interval,
+                ..check(HealthKind::Tcp { port: None }, 30_000, 1, 1)
+            },
+            vec![a],
+            fake(Arc::clone(&up)),
+            report,
+            observe,
+            stop_rx,
+        );
+        let (_, _, to, _, down_at) = rx.recv().await.expect("down");
+        assert_eq!(to, Health::Down);
+        // Five probes a second apart while down, then it answers.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        up[&a].store(true, Ordering::SeqCst);
+        let (_, _, to, _, up_at) = rx.recv().await.expect("up");
+        assert_eq!(to, Health::Up);
+        assert_eq!(up_at - down_at, 5 * down_interval, "not 30s later");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let times = probe_times(&probes, up_at);
+        assert_eq!(times, [Duration::ZERO, interval, 2 * interval]);
+        for h in handles {
+            h.abort();
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn flapping_backend_keeps_its_state() {
         let a = addr(8001);
@@ -387,12 +503,7 @@ mod tests {
         let c = Arc::clone(&calls);
         let prober: ProbeFn = Arc::new(move |_| {
             c.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async {
-                ProbeOutcome {
-                    ok: false,
-                    detail: String::new(),
-                }
-            })
+            Box::pin(async { ProbeOutcome::fail("") })
         });
         let start = Instant::now();
         let handles = spawn_with(
@@ -492,6 +603,8 @@ mod tests {
                 ranges: vec![(200, 299)],
             },
             port: None,
+            expect_body: None,
+            digest: None,
         };
         let (report, observe, mut rx, _) = recorders();
         let (stop_tx, stop_rx) = watch::channel(false);

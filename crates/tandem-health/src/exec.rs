@@ -1,1 +1,1005 @@
-//! `exec` probes: run an operator's command per backend. Placeholder: being written.
+//! `exec` checks: run the operator's command for one backend; its exit status is the verdict.
+//!
+//! # API
+//!
+//! - [`run`]`(command: &ExecCommand, target: SocketAddr, timeout: Duration, dynamic_weight:
+//!   bool) -> ExecReport` runs the command once (the timeout is enforced here, by killing).
+//! - [`ExecReport`] `{ target, outcome: ExecOutcome, output: Option<String> }`: its `Display` is
+//!   the operator-facing reason (`exec exit 1 for 127.0.0.1:8001: connection refused`);
+//!   [`ExecReport::is_up`], [`ExecReport::weight`] and [`ExecReport::to_probe_outcome`] are
+//!   what the probe dispatch needs.
+//! - [`ExecOutcome`]: `Up`, `Down { code }`, `Weight { weight }`, `TimedOut { after }`,
+//!   `Killed { signal }`, `SpawnFailed { program, error }`.
+//! - [`validate_program`]`(program: &Path) -> Result<PathBuf, String>`: is this something we
+//!   can run? Same rules as [`ExecCommand::new`] in tandem-config, for re-checking at run time
+//!   (a program deleted or `chmod -x`ed since the configuration was loaded).
+//!
+//! # What the command sees
+//!
+//! - `argv`: [`ExecCommand::path`] (resolved when the configuration was loaded) is executed,
+//!   with `argv[0]` set to [`ExecCommand::program`] as written and then the arguments. No
+//!   shell: nothing is split, globbed or interpolated.
+//! - Environment: the daemon's own, plus
+//!   - `TANDEM_BACKEND_ADDRESS`: the backend's IP address (`10.0.0.7`, `2001:db8::7`),
+//!   - `TANDEM_BACKEND_PORT`: its port (`8001`),
+//!   - `TANDEM_BACKEND`: both, as a URL authority (`10.0.0.7:8001`, `[2001:db8::7]:8001`).
+//! - stdin is `/dev/null`. stdout and stderr are pipes that are read as the command runs: the
+//!   first [`OUTPUT_CAP`] bytes of each are kept, the rest read and thrown away, so a chatty
+//!   command never blocks on a full pipe. The first non-empty line (stderr preferred, then
+//!   stdout) becomes part of the failure reason, cut to [`MAX_OUTPUT_LINE`] characters.
+//!
+//! # Exit status
+//!
+//! | status                   | `dynamic_weight = false` | `dynamic_weight = true`            |
+//! |--------------------------|--------------------------|------------------------------------|
+//! | exit 0                   | `Up`                     | `Up` (weight unchanged)            |
+//! | exit 1                   | `Down { code: 1 }`       | `Down { code: 1 }`                 |
+//! | exit 2..=255             | `Down { code }`          | `Weight { weight: code - 2 }` (up) |
+//! | killed by a signal       | `Killed { signal }`      | `Killed { signal }`                |
+//! | still running at timeout | `TimedOut { after }`     | `TimedOut { after }`               |
+//!
+//! The dynamic weights are keepalived's `misc_dynamic` semantics, so existing check scripts
+//! work unchanged (exit 2 asks for weight 0: up, but no new traffic).
+//!
+//! # Process lifetime
+//!
+//! The command runs in its own process group, so everything it starts can be killed with it.
+//! At the timeout the *whole group* gets `SIGKILL` (a `sh -c 'curl ... | grep'` leaves no
+//! `curl` behind) and the command is reaped. When the command exits on its own, whatever it
+//! left running in its group is killed too: a check runs every few seconds, and a leaked
+//! background process per run would pile up. If the future is dropped mid-run (the checker is
+//! stopped, a reload removes the backend), a guard kills the group and tokio reaps the child
+//! (`kill_on_drop`), so cancellation leaves neither processes nor zombies.
+//!
+//! A process that escapes the group (`setsid`, a daemon) is out of reach by design; it only
+//! costs the check a short wait ([`OUTPUT_GRACE`]) if it keeps the output pipes open.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+pub use tandem_config::ExecCommand;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::probe::ProbeOutcome;
+
+/// Environment variable with the backend's IP address (no brackets, no port).
+pub const ENV_ADDRESS: &str = "TANDEM_BACKEND_ADDRESS";
+/// Environment variable with the backend's port.
+pub const ENV_PORT: &str = "TANDEM_BACKEND_PORT";
+/// Environment variable with `ip:port` (IPv6 in brackets).
+pub const ENV_BACKEND: &str = "TANDEM_BACKEND";
+
+/// Bytes kept from each of stdout and stderr. The reason shows one line; a few KiB is plenty
+/// to find it, and bounds what a command can make the daemon hold.
+pub const OUTPUT_CAP: usize = 4 * 1024;
+/// Characters of output shown in a reason; longer lines end with `…`.
+pub const MAX_OUTPUT_LINE: usize = 200;
+/// After the command is gone, how long to wait for its pipes to reach end-of-file. Only a
+/// process that escaped the group can hold them open longer; its output is then not awaited.
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+/// How long to wait for a `SIGKILL`ed command to be reaped before leaving it to tokio's
+/// background reaping (only a process stuck in the kernel, e.g. on a dead NFS mount, takes
+/// longer).
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// How one run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// Exit status 0.
+    Up,
+    /// A nonzero exit status (with dynamic weights: only 1).
+    Down { code: i32 },
+    /// With dynamic weights, exit status 2..=255: up, with weight `code - 2`.
+    Weight { weight: u32 },
+    /// Still running at the timeout; its process group was killed.
+    TimedOut { after: Duration },
+    /// Terminated by a signal that did not come from the timeout.
+    Killed { signal: i32 },
+    /// The command could not be run: it failed to start (missing, not executable, out of
+    /// processes), or its exit status could not be collected.
+    SpawnFailed { program: PathBuf, error: String },
+}
+
+impl ExecOutcome {
+    /// Does the outcome count as a pass?
+    pub fn is_up(&self) -> bool {
+        matches!(self, ExecOutcome::Up | ExecOutcome::Weight { .. })
+    }
+}
+
+impl fmt::Display for ExecOutcome {
+    /// The outcome without the backend: `exit 1`, `exit 7 (weight 5)`, `killed by signal 9
+    /// (SIGKILL)`, `timed out after 500ms (process group killed)`, `could not run ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecOutcome::Up => f.write_str("exit 0"),
+            ExecOutcome::Down { code } => write!(f, "exit {code}"),
+            ExecOutcome::Weight { weight } => {
+                write!(f, "exit {} (weight {weight})", u64::from(*weight) + 2)
+            }
+            ExecOutcome::TimedOut { after } => {
+                write!(f, "timed out after {after:?} (process group killed)")
+            }
+            ExecOutcome::Killed { signal } => match signal_name(*signal) {
+                Some(name) => write!(f, "killed by signal {signal} ({name})"),
+                None => write!(f, "killed by signal {signal}"),
+            },
+            ExecOutcome::SpawnFailed { program, error } => {
+                write!(f, "could not run `{}`: {error}", program.display())
+            }
+        }
+    }
+}
+
+/// What one run of a check command showed, for one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecReport {
+    /// The backend the command was run for.
+    pub target: SocketAddr,
+    pub outcome: ExecOutcome,
+    /// The first non-empty line of the command's stderr (else stdout), cleaned of control
+    /// characters and cut to [`MAX_OUTPUT_LINE`] characters; `None` if it printed nothing.
+    pub output: Option<String>,
+}
+
+impl ExecReport {
+    /// Does the backend pass?
+    pub fn is_up(&self) -> bool {
+        self.outcome.is_up()
+    }
+
+    /// The weight the command asked for (dynamic weights only); `None`: keep the weight.
+    pub fn weight(&self) -> Option<u32> {
+        match self.outcome {
+            ExecOutcome::Weight { weight } => Some(weight),
+            _ => None,
+        }
+    }
+
+    /// The report as a probe outcome: pass or fail, this report's text as the detail, and
+    /// the requested weight if any.
+    pub fn to_probe_outcome(&self) -> ProbeOutcome {
+        let detail = self.to_string();
+        match (self.is_up(), self.weight()) {
+            (true, Some(weight)) => ProbeOutcome::ok(detail).with_weight(weight),
+            (true, None) => ProbeOutcome::ok(detail),
+            (false, _) => ProbeOutcome::fail(detail),
+        }
+    }
+}
+
+impl fmt::Display for ExecReport {
+    /// The operator-facing reason: `exec exit 0 for 127.0.0.1:8001`, `exec exit 1 for
+    /// 127.0.0.1:8001: connection refused`, `exec timed out after 500ms (process group
+    /// killed) for [::1]:8002`, `exec could not run `/usr/local/bin/chk` for 127.0.0.1:8001:
+    /// no such file or directory`. The command's output is shown for failures only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = self.target;
+        match &self.outcome {
+            ExecOutcome::SpawnFailed { program, error } => {
+                return write!(
+                    f,
+                    "exec could not run `{}` for {target}: {error}",
+                    program.display()
+                );
+            }
+            outcome => write!(f, "exec {outcome} for {target}")?,
+        }
+        match &self.output {
+            Some(line) if !self.is_up() => write!(f, ": {line}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Run `command` once for the backend `target`, within `timeout`. Never fails: everything
+/// that can go wrong is an [`ExecOutcome`]. See the [module docs](self) for what the command
+/// sees and how its process is managed; in short, when this returns (or is dropped) the command
+/// and everything it started in its process group have been killed or have exited.
+pub async fn run(
+    command: &ExecCommand,
+    target: SocketAddr,
+    timeout: Duration,
+    dynamic_weight: bool,
+) -> ExecReport {
+    let deadline = deadline(timeout);
+    let (outcome, output) = match spawn(command, target) {
+        Ok(child) => supervise(child, command, deadline, timeout, dynamic_weight).await,
+        Err(e) => (spawn_failed(command, &e), None),
+    };
+    ExecReport {
+        target,
+        outcome,
+        output,
+    }
+}
+
+/// When a run started now must be over. `checked_add` guards absurd timeouts.
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
+fn spawn(command: &ExecCommand, target: SocketAddr) -> io::Result<Child> {
+    Command::new(&command.path)
+        .arg0(&command.program)
+        .args(&command.args)
+        .env(ENV_ADDRESS, target.ip().to_string())
+        .env(ENV_PORT, target.port().to_string())
+        .env(ENV_BACKEND, authority(target))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, led by the child: the group id is the child's pid.
+        .process_group(0)
+        // Dropped before it was reaped (cancellation): SIGKILL, then reaped in the background.
+        .kill_on_drop(true)
+        .spawn()
+}
+
+fn spawn_failed(command: &ExecCommand, e: &io::Error) -> ExecOutcome {
+    ExecOutcome::SpawnFailed {
+        program: command.path.clone(),
+        error: io_phrase(e),
+    }
+}
+
+/// `ip:port` with IPv6 in brackets and without a zone id.
+fn authority(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// Watch the running command to its end: wait for it while draining its output, kill its
+/// group when it is over (timeout or not), and reap it.
+async fn supervise(
+    mut child: Child,
+    command: &ExecCommand,
+    deadline: Instant,
+    timeout: Duration,
+    dynamic_weight: bool,
+) -> (ExecOutcome, Option<String>) {
+    // Declared after `child`, so on cancellation it is dropped first: the group is killed
+    // while the child is still unreaped and its pid (the group id) cannot have been reused.
+    let mut group = GroupKill::new(child.id());
+    let mut stdout = Capture::new(child.stdout.take());
+    let mut stderr = Capture::new(child.stderr.take());
+    let exited = wait_capturing(&mut child, &mut stdout, &mut stderr, deadline).await;
+    // Timed out: stop it all. Exited: stop whatever it left behind. (The exited child is
+    // already reaped, but its pid stays reserved as long as any member of its group lives; if
+    // none does, the kill finds nothing, unless a new process got that pid and made it its own
+    // group id in these few microseconds, which takes a full wrap of the pid space.)
+    group.kill();
+    let outcome = match exited {
+        Some(Ok(status)) => classify(status, dynamic_weight),
+        Some(Err(e)) => spawn_failed(command, &e),
+        None => {
+            reap(&mut child).await;
+            ExecOutcome::TimedOut { after: timeout }
+        }
+    };
+    drain(&mut stdout, &mut stderr).await;
+    let output = first_line(&stderr.kept).or_else(|| first_line(&stdout.kept));
+    (outcome, output)
+}
+
+/// Wait for the command to exit while reading its output; `None` if the deadline came first.
+async fn wait_capturing<O, E>(
+    child: &mut Child,
+    stdout: &mut Capture<O>,
+    stderr: &mut Capture<E>,
+    deadline: Instant,
+) -> Option<io::Result<ExitStatus>>
+where
+    O: AsyncRead + Unpin,
+    E: AsyncRead + Unpin,
+{
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    loop {
+        // Biased: the exit and the deadline are looked at before output on every turn, so a
+        // command that writes without pause cannot delay its verdict.
+        tokio::select! {
+            biased;
+            status = child.wait() => return Some(status),
+            () = &mut sleep => return None,
+            () = stdout.read_some(), if stdout.is_open() => {}
+            () = stderr.read_some(), if stderr.is_open() => {}
+        }
+    }
+}
+
+/// Reap a command whose group was just `SIGKILL`ed. Bounded: if it does not die in time, it is
+/// left to `kill_on_drop` and tokio's background reaping.
+async fn reap(child: &mut Child) {
+    match tokio::time::timeout(REAP_GRACE, child.wait()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("exec: could not reap a killed check command: {e}"),
+        Err(_) => tracing::warn!(
+            "exec: a killed check command (pid {:?}) did not exit within {REAP_GRACE:?}",
+            child.id()
+        ),
+    }
+}
+
+/// Read what is left in the pipes, for at most [`OUTPUT_GRACE`].
+async fn drain<O, E>(stdout: &mut Capture<O>, stderr: &mut Capture<E>)
+where
+    O: AsyncRead + Unpin,
+    E: AsyncRead + Unpin,
+{
+    let drained = async {
+        while stdout.is_open() || stderr.is_open() {
+            tokio::select! {
+                () = stdout.read_some(), if stdout.is_open() => {}
+                () = stderr.read_some(), if stderr.is_open() => {}
+                else => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(OUTPUT_GRACE, drained).await;
+}
+
+/// Map an exit status to an outcome (see the table in the module docs).
+fn classify(status: ExitStatus, dynamic_weight: bool) -> ExecOutcome {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => ExecOutcome::Up,
+        (Some(code), _) => match u32::try_from(code) {
+            Ok(c @ 2..=255) if dynamic_weight => ExecOutcome::Weight { weight: c - 2 },
+            _ => ExecOutcome::Down { code },
+        },
+        (None, Some(signal)) => ExecOutcome::Killed { signal },
+        // Neither exited nor signalled (stopped/continued are not reported by `wait`).
+        (None, None) => ExecOutcome::Down {
+            code: status.into_raw(),
+        },
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        _ => return None,
+    })
+}
+
+/// `SIGKILL`s a process group once: explicitly, or when dropped (the run was cancelled).
+struct GroupKill {
+    pgid: Option<libc::pid_t>,
+}
+
+impl GroupKill {
+    /// For the group led by the child `pid` (`process_group(0)` makes its pgid its pid).
+    fn new(pid: Option<u32>) -> GroupKill {
+        // `kill(-1, ...)` would signal every process we may signal, and `kill(0, ...)` our own
+        // group: only a real child's pid (> 1) is ever negated.
+        let pgid = pid
+            .and_then(|p| libc::pid_t::try_from(p).ok())
+            .filter(|&p| p > 1);
+        GroupKill { pgid }
+    }
+
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // SAFETY: `kill` has no memory-safety preconditions. ESRCH (the group is already
+            // empty) is the common, harmless failure.
+            let _ = unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One output pipe of the command: keeps the first [`OUTPUT_CAP`] bytes, discards the rest.
+struct Capture<R> {
+    /// `None` once at end-of-file (or after a read error).
+    pipe: Option<R>,
+    kept: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> Capture<R> {
+    fn new(pipe: Option<R>) -> Capture<R> {
+        Capture {
+            pipe,
+            kept: Vec::new(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    /// Read once. Cancel-safe: nothing is consumed unless the read completes, and no await
+    /// follows it.
+    async fn read_some(&mut self) {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => self.pipe = None,
+            Ok(n) => {
+                let room = OUTPUT_CAP.saturating_sub(self.kept.len());
+                self.kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// The first non-empty line of `bytes` as one clean line of text for a reason: invalid UTF-8
+/// replaced, control characters turned into spaces, cut to [`MAX_OUTPUT_LINE`] characters.
+fn first_line(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let mut chars = line.chars().map(|c| if c.is_control() { ' ' } else { c });
+    let mut out: String = chars.by_ref().take(MAX_OUTPUT_LINE).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    Some(out)
+}
+
+/// An I/O error as a short lower-case phrase: "no such file or directory", not
+/// "No such file or directory (os error 2)".
+fn io_phrase(e: &io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error ").next().unwrap_or_default();
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => "unknown error".to_string(),
+    }
+}
+
+/// Can `program` be run? A bare name is looked up in the daemon's `PATH`; a path must be
+/// absolute and name an existing regular file that someone may execute. Returns the path to
+/// run; the error is operator-facing, e.g. ``command `/usr/local/bin/chk` does not exist``.
+///
+/// The same rules as tandem-config's [`ExecCommand::new`] (which cannot call this: the
+/// dependency goes the other way), for re-checking when a check starts.
+pub fn validate_program(program: &Path) -> Result<PathBuf, String> {
+    let search_path = std::env::var_os("PATH");
+    validate_program_in(program, search_path.as_deref())
+}
+
+/// [`validate_program`] with an explicit `PATH` value (tests must not change the process's).
+fn validate_program_in(
+    program: &Path,
+    search_path: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = program.display();
+    if program.as_os_str().is_empty() {
+        return Err("command is empty".into());
+    }
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        if !program.is_absolute() {
+            return Err(format!(
+                "command `{shown}` is a relative path; write an absolute path, or a bare name to \
+                 look up in PATH"
+            ));
+        }
+        return match executable(program) {
+            Ok(()) => Ok(program.to_path_buf()),
+            Err(why) => Err(format!("command `{shown}` {why}")),
+        };
+    }
+    let Some(dirs) = search_path.filter(|p| !p.is_empty()) else {
+        return Err(format!(
+            "command `{shown}` not found (PATH is not set; write an absolute path)"
+        ));
+    };
+    let mut refused = None;
+    // Relative PATH entries (and empty ones, meaning ".") depend on the daemon's working
+    // directory, so they are skipped.
+    for dir in std::env::split_paths(dirs).filter(|d| d.is_absolute()) {
+        let candidate = dir.join(program);
+        match executable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(NotRunnable::Missing) => {}
+            Err(why) => {
+                refused.get_or_insert(format!("`{}` {why}", candidate.display()));
+            }
+        }
+    }
+    let dirs = Path::new(dirs).display();
+    Err(match refused {
+        Some(found) => format!("command `{shown}` not found in PATH as an executable ({found})"),
+        None => format!("command `{shown}` not found in PATH ({dirs})"),
+    })
+}
+
+/// Why a path cannot be run.
+#[derive(Debug)]
+enum NotRunnable {
+    Missing,
+    Directory,
+    NotAFile,
+    NotExecutable { mode: u32 },
+    Uninspectable(String),
+}
+
+impl fmt::Display for NotRunnable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotRunnable::Missing => f.write_str("does not exist"),
+            NotRunnable::Directory => f.write_str("is a directory"),
+            NotRunnable::NotAFile => f.write_str("is not a regular file"),
+            NotRunnable::NotExecutable { mode } => {
+                write!(f, "is not executable (mode {mode:o}; chmod +x it)")
+            }
+            NotRunnable::Uninspectable(why) => write!(f, "cannot be inspected: {why}"),
+        }
+    }
+}
+
+/// Is `path` (symlinks followed) a regular file that someone may execute?
+fn executable(path: &Path) -> Result<(), NotRunnable> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(NotRunnable::Missing),
+        Err(e) => return Err(NotRunnable::Uninspectable(io_phrase(&e))),
+    };
+    if meta.is_dir() {
+        return Err(NotRunnable::Directory);
+    }
+    if !meta.is_file() {
+        return Err(NotRunnable::NotAFile);
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o111 == 0 {
+        return Err(NotRunnable::NotExecutable { mode });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const T: Duration = Duration::from_secs(10);
+
+    fn target() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 8001))
+    }
+
+    /// `/bin/sh -c SCRIPT sh ARGS...` (so the script sees ARGS as `$1`...).
+    fn sh(script: &str, args: &[&str]) -> ExecCommand {
+        let mut all = vec!["-c".to_string(), script.to_string(), "sh".to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        ExecCommand {
+            program: "/bin/sh".into(),
+            path: "/bin/sh".into(),
+            args: all,
+        }
+    }
+
+    /// A fresh path under the temp dir; removed when dropped.
+    struct TempPath(PathBuf);
+
+    impl TempPath {
+        fn new(tag: &str) -> TempPath {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let name = format!("tandem-exec-{}-{tag}-{n}", std::process::id());
+            TempPath(std::env::temp_dir().join(name))
+        }
+
+        fn as_str(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Is `pid` a live process? Gone, or a zombie (killed, waiting for a parent that is not
+    /// us to reap it), counts as dead.
+    fn alive(pid: u32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.trim().chars().next());
+        !matches!(state, Some('Z' | 'X'))
+    }
+
+    /// Poll until none of `pids` is alive, for at most 3 s.
+    async fn all_dead(pids: &[u32]) -> bool {
+        for _ in 0..300 {
+            if pids.iter().all(|&p| !alive(p)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// The pids a script wrote to `file` as `CHILD GRANDCHILD`, waiting up to 3 s for them.
+    async fn pids_from(file: &TempPath) -> Vec<u32> {
+        for _ in 0..300 {
+            if let Ok(s) = std::fs::read_to_string(&file.0) {
+                let pids: Vec<u32> = s
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                if pids.len() == 2 {
+                    return pids;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the script never wrote its pids to {}", file.0.display());
+    }
+
+    #[tokio::test]
+    async fn exit_codes_without_dynamic_weights() {
+        let r = run(&sh("exit 0", &[]), target(), T, false).await;
+        assert_eq!(r.outcome, ExecOutcome::Up);
+        assert_eq!(r.to_string(), "exec exit 0 for 127.0.0.1:8001");
+        assert_eq!(
+            r.to_probe_outcome(),
+            ProbeOutcome::ok("exec exit 0 for 127.0.0.1:8001")
+        );
+
+        let r = run(&sh("exit 1", &[]), target(), T, false).await;
+        assert_eq!(r.outcome, ExecOutcome::Down { code: 1 });
+        assert_eq!(r.to_string(), "exec exit 1 for 127.0.0.1:8001");
+        assert!(!r.to_probe_outcome().ok);
+
+        let r = run(&sh("exit 7", &[]), target(), T, false).await;
+        assert_eq!(r.outcome, ExecOutcome::Down { code: 7 });
+        assert_eq!(r.weight(), None);
+    }
+
+    #[tokio::test]
+    async fn exit_codes_with_dynamic_weights() {
+        let r = run(&sh("exit 7", &[]), target(), T, true).await;
+        assert_eq!(r.outcome, ExecOutcome::Weight { weight: 5 });
+        assert_eq!(r.to_string(), "exec exit 7 (weight 5) for 127.0.0.1:8001");
+        assert_eq!(
+            r.to_probe_outcome(),
+            ProbeOutcome::ok("exec exit 7 (weight 5) for 127.0.0.1:8001").with_weight(5)
+        );
+        for (script, want) in [
+            ("exit 0", ExecOutcome::Up),
+            ("exit 1", ExecOutcome::Down { code: 1 }),
+            ("exit 2", ExecOutcome::Weight { weight: 0 }),
+            ("exit 255", ExecOutcome::Weight { weight: 253 }),
+        ] {
+            let r = run(&sh(script, &[]), target(), T, true).await;
+            assert_eq!(r.outcome, want, "{script}");
+        }
+    }
+
+    #[test]
+    fn classify_covers_every_status() {
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        assert_eq!(classify(exited(0), true), ExecOutcome::Up);
+        assert_eq!(classify(exited(1), true), ExecOutcome::Down { code: 1 });
+        assert_eq!(classify(exited(2), true), ExecOutcome::Weight { weight: 0 });
+        assert_eq!(classify(exited(2), false), ExecOutcome::Down { code: 2 });
+        assert_eq!(
+            classify(ExitStatus::from_raw(libc::SIGSEGV), false),
+            ExecOutcome::Killed {
+                signal: libc::SIGSEGV
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn failure_reason_carries_the_first_line_of_output() {
+        let r = run(
+            &sh(
+                "echo; echo '  db: connection refused  ' >&2; echo more >&2; exit 3",
+                &[],
+            ),
+            target(),
+            T,
+            false,
+        )
+        .await;
+        assert_eq!(r.output.as_deref(), Some("db: connection refused"));
+        assert_eq!(
+            r.to_string(),
+            "exec exit 3 for 127.0.0.1:8001: db: connection refused"
+        );
+        // stdout when stderr is silent; control characters cleaned; long lines cut.
+        let long = "x".repeat(500);
+        let r = run(
+            &sh(&format!("printf 'a\\tb\\033[31m {long}\\n'; exit 1"), &[]),
+            target(),
+            T,
+            false,
+        )
+        .await;
+        let line = r.output.unwrap();
+        assert!(line.starts_with("a b [31m xxx"), "{line}");
+        assert_eq!(line.chars().count(), MAX_OUTPUT_LINE + 1);
+        assert!(line.ends_with('…'));
+        // Output is not shown for a pass.
+        let r = run(&sh("echo fine; exit 0", &[]), target(), T, false).await;
+        assert_eq!(r.to_string(), "exec exit 0 for 127.0.0.1:8001");
+    }
+
+    #[tokio::test]
+    async fn a_chatty_command_never_blocks() {
+        // Megabytes on both pipes, far beyond what a pipe buffers: it must still finish.
+        let script = "yes out | head -c 3000000; yes err | head -c 3000000 >&2; exit 4";
+        let started = std::time::Instant::now();
+        let r = run(&sh(script, &[]), target(), T, false).await;
+        assert_eq!(r.outcome, ExecOutcome::Down { code: 4 });
+        assert_eq!(r.output.as_deref(), Some("err"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn the_backend_is_in_the_environment() {
+        let script =
+            "echo \"$TANDEM_BACKEND_ADDRESS|$TANDEM_BACKEND_PORT|$TANDEM_BACKEND\" >&2; exit 1";
+        let r = run(&sh(script, &[]), target(), T, false).await;
+        assert_eq!(r.output.as_deref(), Some("127.0.0.1|8001|127.0.0.1:8001"));
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 8002));
+        let r = run(&sh(script, &[]), v6, T, false).await;
+        assert_eq!(r.output.as_deref(), Some("::1|8002|[::1]:8002"));
+        assert_eq!(
+            r.to_string(),
+            "exec exit 1 for [::1]:8002: ::1|8002|[::1]:8002"
+        );
+    }
+
+    #[tokio::test]
+    async fn argv0_is_the_program_as_written() {
+        // What `ps` shows: argv[0] as the operator wrote it, not the resolved path.
+        let mut command = sh("tr '\\0' ' ' < /proc/$$/cmdline >&2; exit 1", &[]);
+        command.program = "sh".into();
+        let r = run(&command, target(), T, false).await;
+        let line = r.output.unwrap();
+        assert!(line.starts_with("sh -c "), "{line}");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group_and_reaps() {
+        let file = TempPath::new("timeout");
+        let script = "sleep 30 & echo \"$$ $!\" > \"$1\"; wait";
+        let timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let r = run(&sh(script, &[file.as_str()]), target(), timeout, false).await;
+        let took = started.elapsed();
+        assert_eq!(r.outcome, ExecOutcome::TimedOut { after: timeout });
+        assert_eq!(
+            r.to_string(),
+            "exec timed out after 300ms (process group killed) for 127.0.0.1:8001"
+        );
+        assert!(
+            took >= timeout && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        let pids = pids_from(&file).await;
+        // The shell was reaped by us: not even a zombie is left.
+        assert!(
+            !Path::new(&format!("/proc/{}", pids[0])).exists(),
+            "{pids:?}"
+        );
+        // The grandchild (the background sleep) was killed with the group.
+        assert!(
+            all_dead(&pids[1..]).await,
+            "grandchild {} survived",
+            pids[1]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_the_group() {
+        let file = TempPath::new("dropped");
+        let script = "sleep 30 & echo \"$$ $!\" > \"$1\"; wait";
+        let command = sh(script, &[file.as_str()]);
+        let running = run(&command, target(), Duration::from_secs(30), false);
+        let cancelled = tokio::time::timeout(Duration::from_millis(500), running).await;
+        assert!(cancelled.is_err(), "{cancelled:?}");
+        let pids = pids_from(&file).await;
+        assert!(
+            all_dead(&pids).await,
+            "{pids:?} survived the dropped future"
+        );
+    }
+
+    #[tokio::test]
+    async fn leftovers_are_killed_when_the_command_exits() {
+        // The background sleep holds stdout open; the run must neither wait for it nor leave
+        // it running.
+        let file = TempPath::new("leftover");
+        let script = "sleep 30 & echo \"$$ $!\" > \"$1\"; exit 0";
+        let started = std::time::Instant::now();
+        let r = run(&sh(script, &[file.as_str()]), target(), T, false).await;
+        assert_eq!(r.outcome, ExecOutcome::Up);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let pids = pids_from(&file).await;
+        assert!(all_dead(&pids[1..]).await, "leftover {} survived", pids[1]);
+    }
+
+    #[tokio::test]
+    async fn an_escaped_process_holding_the_pipes_costs_only_the_grace() {
+        // `setsid` leaves the group, so it is out of reach; it keeps stdout open, and the run
+        // must not wait for it beyond OUTPUT_GRACE.
+        let file = TempPath::new("escaped");
+        let script = "setsid sleep 3 & echo \"$$ $!\" > \"$1\"; exit 0";
+        let started = std::time::Instant::now();
+        let r = run(&sh(script, &[file.as_str()]), target(), T, false).await;
+        assert_eq!(r.outcome, ExecOutcome::Up);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let pids = pids_from(&file).await;
+        // Clean up the escapee ourselves (test hygiene; it would exit on its own).
+        if let Ok(pid) = libc::pid_t::try_from(pids[1]) {
+            // SAFETY: plain syscall, no memory involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    #[tokio::test]
+    async fn killed_by_a_signal() {
+        let r = run(&sh("kill -9 $$", &[]), target(), T, false).await;
+        assert_eq!(r.outcome, ExecOutcome::Killed { signal: 9 });
+        assert_eq!(
+            r.to_string(),
+            "exec killed by signal 9 (SIGKILL) for 127.0.0.1:8001"
+        );
+        let r = run(&sh("kill -USR1 $$", &[]), target(), T, true).await;
+        assert_eq!(
+            r.to_string(),
+            "exec killed by signal 10 (SIGUSR1) for 127.0.0.1:8001"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_fails_to_spawn_clearly() {
+        let command = ExecCommand {
+            program: "/nonexistent/check-db".into(),
+            path: "/nonexistent/check-db".into(),
+            args: vec![],
+        };
+        let r = run(&command, target(), T, false).await;
+        assert_eq!(
+            r.outcome,
+            ExecOutcome::SpawnFailed {
+                program: "/nonexistent/check-db".into(),
+                error: "no such file or directory".into()
+            }
+        );
+        assert_eq!(
+            r.to_string(),
+            "exec could not run `/nonexistent/check-db` for 127.0.0.1:8001: no such file or directory"
+        );
+        assert!(!r.to_probe_outcome().ok);
+    }
+
+    #[tokio::test]
+    async fn a_non_executable_program_fails_to_spawn_clearly() {
+        let file = TempPath::new("noexec");
+        std::fs::write(&file.0, "#!/bin/sh\nexit 0\n").unwrap();
+        let command = ExecCommand {
+            program: file.as_str().into(),
+            path: file.0.clone(),
+            args: vec![],
+        };
+        let r = run(&command, target(), T, false).await;
+        match &r.outcome {
+            ExecOutcome::SpawnFailed { error, .. } => assert_eq!(error, "permission denied"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn validate_program_cases() {
+        use std::ffi::OsStr;
+        use std::os::unix::fs::PermissionsExt;
+        let path = Some(OsStr::new("relative/bin:/nonexistent:/bin:/usr/bin"));
+        let check = |p: &str| validate_program_in(Path::new(p), path);
+
+        assert_eq!(check("/bin/sh"), Ok(PathBuf::from("/bin/sh")));
+        let found = check("sh").unwrap();
+        assert!(found.is_absolute() && found.ends_with("sh"), "{found:?}");
+        assert_eq!(
+            check("/nonexistent/chk"),
+            Err("command `/nonexistent/chk` does not exist".into())
+        );
+        assert_eq!(check("/tmp"), Err("command `/tmp` is a directory".into()));
+        assert_eq!(
+            check("/dev/null"),
+            Err("command `/dev/null` is not a regular file".into())
+        );
+        assert_eq!(
+            check("./chk"),
+            Err(
+                "command `./chk` is a relative path; write an absolute path, or a bare name to \
+                 look up in PATH"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check("no-such-check-anywhere"),
+            Err("command `no-such-check-anywhere` not found in PATH \
+                 (relative/bin:/nonexistent:/bin:/usr/bin)"
+                .into())
+        );
+        assert_eq!(
+            validate_program_in(Path::new("sh"), None),
+            Err("command `sh` not found (PATH is not set; write an absolute path)".into())
+        );
+        assert_eq!(check(""), Err("command is empty".into()));
+
+        let file = TempPath::new("validate");
+        std::fs::write(&file.0, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            check(file.as_str()),
+            Err(format!(
+                "command `{}` is not executable (mode 644; chmod +x it)",
+                file.as_str()
+            ))
+        );
+        // A bare name found only as a non-executable file says so.
+        let dir = file.0.parent().unwrap().to_str().unwrap().to_string();
+        let name = file.0.file_name().unwrap().to_str().unwrap().to_string();
+        let only_there = Some(OsStr::new(&dir));
+        let err = validate_program_in(Path::new(&name), only_there).unwrap_err();
+        assert!(err.contains("not found in PATH as an executable"), "{err}");
+        assert!(err.contains("is not executable"), "{err}");
+        // Executable by its owner only still counts ("by someone").
+        std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(check(file.as_str()), Ok(file.0.clone()));
+        assert_eq!(
+            validate_program_in(Path::new(&name), only_there),
+            Ok(file.0.clone())
+        );
+    }
+
+    #[test]
+    fn first_line_is_robust() {
+        assert_eq!(first_line(b""), None);
+        assert_eq!(first_line(b"\n \n\t\n"), None);
+        assert_eq!(
+            first_line(b"\xff\xfeok\n"),
+            Some("\u{fffd}\u{fffd}ok".into())
+        );
+        assert_eq!(first_line(b"a\r\nb"), Some("a".into()));
+    }
+}

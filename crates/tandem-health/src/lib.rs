@@ -12,5 +12,5 @@ pub mod probe;
 pub mod tracker;
 
 pub use checker::{first_delay, spawn, ObserveFn, ReportFn};
-pub use probe::{probe, ProbeOutcome};
+pub use probe::{probe, ProbeOutcome, Prober};
 pub use tracker::{Health, Tracker, Transition};

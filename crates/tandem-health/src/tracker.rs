@@ -214,9 +214,10 @@ mod tests {
 
         fn step(&mut self, ok: bool, detail: &str) -> Option<Transition> {
             self.t += Duration::from_secs(1);
-            let outcome = ProbeOutcome {
-                ok,
-                detail: detail.to_string(),
+            let outcome = if ok {
+                ProbeOutcome::ok(detail)
+            } else {
+                ProbeOutcome::fail(detail)
             };
             self.tracker.observe(self.t, &outcome)
         }

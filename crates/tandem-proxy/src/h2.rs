@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tandem_balance::RequestKey;
+use tandem_balance::{Avoid, RequestKey};
 use tandem_config::{SchedulerKind, Service, Timeouts};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -28,9 +28,6 @@ use crate::body::{Finish, ProxyBody, UpstreamBody};
 use crate::headers;
 use crate::slot::{Acquired, Balancer, Slot};
 use crate::upstream::{Failed, UpstreamError, Upstreams};
-
-/// A request is offered to at most this many backends when connecting fails.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 pub(crate) struct H2Service {
     balancer: Arc<Balancer>,
@@ -48,7 +45,7 @@ impl H2Service {
             .iter()
             .map(|b| b.address)
             .chain(pool.sorry.as_ref().map(|s| s.address));
-        let upstreams = Arc::new(Upstreams::new(addrs, cfg.timeouts.connect));
+        let upstreams = Arc::new(Upstreams::new(addrs, cfg.timeouts.clone()));
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX));
@@ -105,14 +102,18 @@ impl H2Service {
         };
         let mut req = prepare_request(req, peer);
         let deadline = Instant::now() + self.timeouts.response;
-        for _ in 0..MAX_CONNECT_ATTEMPTS {
-            let slot = match self.balancer.acquire(&key).await {
+        // A connect failure (the backend never saw the request) goes to another backend.
+        let mut avoid = Avoid::default();
+        while !avoid.is_full() {
+            let slot = match self.balancer.acquire(&key, &avoid).await {
                 Acquired::Slot(s) => s,
                 Acquired::Busy => {
                     return local(StatusCode::SERVICE_UNAVAILABLE, "all backends are busy\n")
                 }
                 Acquired::NoBackend => return no_backend(),
+                Acquired::Exhausted => break,
             };
+            avoid.insert(slot.backend().id);
             match self.forward(req, slot, deadline).await {
                 Ok(resp) => return resp,
                 Err(unsent) => req = unsent,
@@ -133,7 +134,8 @@ impl H2Service {
     ) -> Result<Response<ProxyBody>, Request<Incoming>> {
         let backend = Arc::clone(slot.backend());
         let started = self.measure_latency.then(std::time::Instant::now);
-        match self.upstreams.send(backend.address, req, deadline).await {
+        let pool = &self.balancer.pool;
+        match self.upstreams.send(pool, &backend, req, deadline).await {
             Ok((resp, sender)) => {
                 if let Some(t) = started {
                     backend.record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
@@ -151,8 +153,11 @@ impl H2Service {
                 Ok(Response::from_parts(parts, body))
             }
             Err(Failed { error, unsent }) => {
-                backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(backend = %backend.address, %error, "backend request failed");
+                // Connect failures were counted (and logged) where they happened.
+                if !matches!(error, UpstreamError::Connect(_)) {
+                    backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %backend.address, %error, "backend request failed");
+                }
                 match unsent {
                     Some(req) => Err(req),
                     None => {

@@ -8,6 +8,7 @@
 
 mod activity;
 mod body;
+mod connect;
 mod dataplane;
 mod h1;
 mod h2;

@@ -1,10 +1,13 @@
 //! Taking a backend for one request or connection: primaries, then backups, then the sorry
-//! server; when every eligible backend is at `max_connections`, wait briefly for a slot.
+//! server; when every eligible backend is at `max_connections`, wait briefly for a slot. A
+//! retry names the backends already tried, and gets another one or none.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tandem_balance::{ActiveGuard, BackendRuntime, Pick, PoolRuntime, RequestKey, ServiceStats};
+use tandem_balance::{
+    ActiveGuard, Avoid, BackendRuntime, Pick, PoolRuntime, RequestKey, ServiceStats,
+};
 use tokio::sync::Notify;
 
 /// A backend slot held for the lifetime of a request (http) or connection (tcp).
@@ -40,6 +43,8 @@ pub(crate) enum Acquired {
     Busy,
     /// Nothing eligible and no sorry server.
     NoBackend,
+    /// A retry found no backend it had not tried yet (and no sorry server to fall back on).
+    Exhausted,
 }
 
 /// The per-service view of a pool used by the data plane.
@@ -60,20 +65,18 @@ impl Balancer {
         }
     }
 
-    pub(crate) async fn acquire(&self, key: &RequestKey) -> Acquired {
+    /// A backend for a request or connection, never one in `avoid` (those a retry already
+    /// tried). A first attempt (empty `avoid`) counts towards the pool's retry budget.
+    pub(crate) async fn acquire(&self, key: &RequestKey, avoid: &Avoid) -> Acquired {
+        if avoid.is_empty() {
+            self.pool.budget.on_request();
+        }
         let deadline = tokio::time::Instant::now() + self.pool.queue_timeout;
         loop {
-            match self.pool.pick(key) {
+            match self.pool.pick_avoiding(key, avoid) {
                 Pick::Backend(guard) => return Acquired::Slot(self.slot(guard)),
-                Pick::NoBackend => {
-                    return match self.pool.sorry.as_ref().and_then(|s| s.try_acquire()) {
-                        Some(guard) => Acquired::Slot(self.slot(guard)),
-                        None => {
-                            self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
-                            Acquired::NoBackend
-                        }
-                    }
-                }
+                Pick::NoBackend => return self.sorry(avoid, Acquired::NoBackend),
+                Pick::Exhausted => return self.sorry(avoid, Acquired::Exhausted),
                 Pick::Full => {
                     let Some(released) = &self.released else {
                         self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
@@ -85,6 +88,18 @@ impl Balancer {
                         return Acquired::Busy;
                     }
                 }
+            }
+        }
+    }
+
+    /// The sorry server if there is one and it was not tried already, else `otherwise`.
+    fn sorry(&self, avoid: &Avoid, otherwise: Acquired) -> Acquired {
+        let sorry = self.pool.sorry.as_ref().filter(|s| !avoid.contains(s.id));
+        match sorry.and_then(|s| s.try_acquire()) {
+            Some(guard) => Acquired::Slot(self.slot(guard)),
+            None => {
+                self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
+                otherwise
             }
         }
     }

@@ -6,14 +6,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tandem_balance::RequestKey;
+use tandem_balance::{Avoid, RequestKey};
 use tandem_config::{Service, Timeouts};
 use tokio::net::TcpStream;
 
 use crate::activity::{Activity, ActivityIo};
+use crate::connect::connect;
 use crate::slot::{Acquired, Balancer};
-
-const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// Copy buffer per direction: large enough that bulk transfers take few syscalls, small
 /// enough that thousands of idle connections do not pin much memory.
 const COPY_BUF: usize = 32 * 1024;
@@ -35,30 +34,22 @@ impl TcpService {
         let key = RequestKey {
             client: Some(peer.ip()),
         };
-        for _ in 0..MAX_CONNECT_ATTEMPTS {
-            let slot = match self.balancer.acquire(&key).await {
+        // A failed connect is retried on another backend: the client has sent nothing that
+        // could be lost, since nothing is read from it before a backend is connected.
+        let mut avoid = Avoid::default();
+        while !avoid.is_full() {
+            let slot = match self.balancer.acquire(&key, &avoid).await {
                 Acquired::Slot(s) => s,
-                Acquired::Busy | Acquired::NoBackend => {
+                Acquired::Busy | Acquired::NoBackend | Acquired::Exhausted => {
                     tracing::debug!(%peer, pool = %self.balancer.pool.name, "no backend for connection");
                     return;
                 }
             };
             let backend = Arc::clone(slot.backend());
-            let connect = TcpStream::connect(backend.address);
-            let upstream = match tokio::time::timeout(self.timeouts.connect, connect).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(backend = %backend.address, error = %e, "backend connect failed");
-                    continue;
-                }
-                Err(_) => {
-                    backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(backend = %backend.address, "backend connect timed out");
-                    continue;
-                }
+            avoid.insert(backend.id);
+            let Ok(upstream) = connect(&self.balancer.pool, &backend, &self.timeouts).await else {
+                continue;
             };
-            let _ = upstream.set_nodelay(true);
             let activity = Arc::new(Activity::default());
             let mut c = ActivityIo::new(client, Arc::clone(&activity));
             let mut b = ActivityIo::new(upstream, Arc::clone(&activity));

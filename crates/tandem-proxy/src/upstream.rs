@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tandem_balance::{BackendRuntime, PoolRuntime};
+use tandem_config::Timeouts;
 use tokio::time::Instant;
 
 pub(crate) type Sender = SendRequest<Incoming>;
@@ -26,8 +26,6 @@ const MAX_IDLE_PER_BACKEND: usize = 256;
 pub(crate) enum UpstreamError {
     #[error("connect: {0}")]
     Connect(io::Error),
-    #[error("connect timed out")]
-    ConnectTimeout,
     #[error("handshake: {0}")]
     Handshake(hyper::Error),
     #[error("{0}")]
@@ -44,20 +42,17 @@ pub(crate) struct Failed {
 
 pub(crate) struct Upstreams {
     idle: HashMap<SocketAddr, Mutex<Vec<Sender>>>,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl Upstreams {
-    pub(crate) fn new(
-        addrs: impl IntoIterator<Item = SocketAddr>,
-        connect_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(addrs: impl IntoIterator<Item = SocketAddr>, timeouts: Timeouts) -> Self {
         Upstreams {
             idle: addrs
                 .into_iter()
                 .map(|a| (a, Mutex::new(Vec::new())))
                 .collect(),
-            connect_timeout,
+            timeouts,
         }
     }
 
@@ -88,20 +83,17 @@ impl Upstreams {
         }
     }
 
-    async fn dial(&self, addr: SocketAddr) -> Result<TokioIo<TcpStream>, UpstreamError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Err(_) => return Err(UpstreamError::ConnectTimeout),
-                Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-                Ok(Ok(s)) => s,
-            };
-        // Small requests and responses must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
-    }
-
-    async fn connect(&self, addr: SocketAddr) -> Result<Sender, UpstreamError> {
-        let io = self.dial(addr).await?;
+    async fn connect(
+        &self,
+        pool: &PoolRuntime,
+        backend: &BackendRuntime,
+    ) -> Result<Sender, UpstreamError> {
+        let addr = backend.address;
+        let io = TokioIo::new(
+            crate::connect::connect(pool, backend, &self.timeouts)
+                .await
+                .map_err(UpstreamError::Connect)?,
+        );
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -123,14 +115,15 @@ impl Upstreams {
     /// can offer it to another backend.
     pub(crate) async fn send(
         &self,
-        addr: SocketAddr,
+        pool: &PoolRuntime,
+        backend: &BackendRuntime,
         mut req: Request<Incoming>,
         deadline: Instant,
     ) -> Result<(Response<Incoming>, Sender), Failed> {
         loop {
-            let (mut sender, pooled) = match self.checkout(addr) {
+            let (mut sender, pooled) = match self.checkout(backend.address) {
                 Some(s) => (s, true),
-                None => match self.connect(addr).await {
+                None => match self.connect(pool, backend).await {
                     Ok(s) => (s, false),
                     Err(error) => {
                         return Err(Failed {

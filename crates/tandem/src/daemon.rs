@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use tandem_admin::{AdminState, ServiceInfo};
@@ -73,6 +74,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         for (pool_cfg, pool) in cfg.pools.iter().zip(&topology.pools) {
             spawn_health(pool_cfg, pool, stop_rx.clone());
         }
+        tokio::spawn(tick_pools(Arc::clone(&topology), stop_rx.clone()));
         let state = Arc::new(AdminState::new(
             Arc::clone(&topology),
             services,
@@ -98,35 +100,98 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
     })
 }
 
-/// Run the pool's health checks, publishing transitions into the live topology.
+/// Run the pool's health checks, publishing verdicts into the live topology. Backends with
+/// their own `health` table get a checker of their own; the rest share the pool's.
 fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch::Receiver<bool>) {
-    let targets = pool.backends.iter().map(|b| b.address).collect();
-    let report_pool = Arc::clone(pool);
-    let report: tandem_health::ReportFn = Arc::new(move |id, t| {
-        let health = match t.to {
-            tandem_health::Health::Up => Health::Up,
-            tandem_health::Health::Down => Health::Down,
-            tandem_health::Health::Unknown => Health::Unknown,
-        };
-        if report_pool.set_health(id, health, &t.reason) {
-            let addr = report_pool
-                .backends
-                .get(id)
-                .map_or_else(String::new, |b| b.address.to_string());
-            tracing::info!(
-                pool = %report_pool.name,
-                backend = %addr,
-                from = t.from.as_str(),
-                to = t.to.as_str(),
-                reason = %t.reason,
-                "backend state changed"
-            );
+    let mut groups: Vec<(tandem_config::HealthCheck, Vec<usize>)> = Vec::new();
+    for (id, b) in cfg.backends.iter().enumerate() {
+        let check = b.health.as_ref().unwrap_or(&cfg.health);
+        match groups.iter_mut().find(|(c, _)| c == check) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((check.clone(), vec![id])),
         }
-    });
-    let observe_pool = Arc::clone(pool);
-    let observe: tandem_health::ObserveFn =
-        Arc::new(move |id, _outcome, _at| observe_pool.note_check(id));
-    tandem_health::spawn(cfg.health.clone(), targets, report, observe, stop);
+    }
+    for (check, ids) in groups {
+        let targets = ids.iter().map(|&id| pool.backends[id].address).collect();
+        let ids = Arc::new(ids);
+        let report_pool = Arc::clone(pool);
+        let report_ids = Arc::clone(&ids);
+        let report: tandem_health::ReportFn = Arc::new(move |i, t| {
+            let Some(&id) = report_ids.get(i) else { return };
+            let health = match t.to {
+                tandem_health::Health::Up => Health::Up,
+                tandem_health::Health::Down => Health::Down,
+                tandem_health::Health::Unknown => Health::Unknown,
+            };
+            if report_pool.set_health(id, health, &t.reason, Instant::now()) {
+                tracing::info!(
+                    pool = %report_pool.name,
+                    backend = %report_pool.backends[id].address,
+                    from = t.from.as_str(),
+                    to = t.to.as_str(),
+                    reason = %t.reason,
+                    "backend state changed"
+                );
+            }
+        });
+        let observe_pool = Arc::clone(pool);
+        let observe: tandem_health::ObserveFn = Arc::new(move |i, outcome, _at| {
+            let Some(&id) = ids.get(i) else { return };
+            let pool = &observe_pool;
+            let now = Instant::now();
+            if pool.check_ran(id, outcome.ok, now) {
+                tracing::info!(
+                    pool = %pool.name,
+                    backend = %pool.backends[id].address,
+                    detail = %outcome.detail,
+                    "backend back in rotation: its check passed, ending its ejection"
+                );
+            }
+            if let Some(weight) = outcome.weight {
+                if let Some(old) = pool
+                    .set_weight(id, weight, now)
+                    .filter(|&old| old != weight)
+                {
+                    tracing::info!(
+                        pool = %pool.name,
+                        backend = %pool.backends[id].address,
+                        from = old,
+                        to = weight,
+                        "backend weight set by its exec check"
+                    );
+                }
+            }
+        });
+        tandem_health::spawn(check, targets, report, observe, stop.clone());
+    }
+}
+
+/// The control plane's clock: ends ejections whose time is up, advances slow-start ramps and
+/// refills retry budgets. A tenth of a second is far below any ejection or ramp length, and
+/// costs nothing when no backend is ejected or ramping.
+async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>) {
+    const TICK: Duration = Duration::from_millis(100);
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(last);
+        last = now;
+        for pool in &topology.pools {
+            for id in pool.tick(now, elapsed) {
+                tracing::info!(
+                    pool = %pool.name,
+                    backend = %pool.backends[id].address,
+                    "backend back in rotation: its ejection ended"
+                );
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() -> &'static str {

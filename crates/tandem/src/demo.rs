@@ -17,10 +17,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tandem_config::{
-    Admin, Backend, Config, HealthCheck, HealthKind, Mode, Pool, Runtime, SchedulerKind, Service,
-    StatusSet, Timeouts,
-};
+use tandem_config::Config;
 
 use crate::cli::DemoOpts;
 
@@ -29,61 +26,56 @@ const SICK_FOR: Duration = Duration::from_secs(15);
 
 pub fn run(opts: DemoOpts) -> anyhow::Result<()> {
     let backends = start_backends(3)?;
-    let cfg = demo_config(&opts, &backends);
+    let cfg = demo_config(&opts, &backends)?;
     crate::daemon::run(cfg, |started| {
         let listen = started.services.first().map_or(opts.listen, |(_, a)| *a);
         print_banner(listen, started.admin, &backends);
     })
 }
 
-fn demo_config(opts: &DemoOpts, backends: &[SocketAddr]) -> Config {
-    Config {
-        runtime: Runtime {
-            workers: Some(1),
-            ..Runtime::default()
-        },
-        admin: Admin { listen: opts.admin },
-        pools: vec![Pool {
-            name: "demo".into(),
-            scheduler: SchedulerKind::Wrr,
-            sorry_server: None,
-            health: HealthCheck {
-                kind: HealthKind::Http {
-                    method: "GET".into(),
-                    path: "/healthz".into(),
-                    host: None,
-                    expect_status: StatusSet {
-                        ranges: vec![(200, 299)],
-                    },
-                    port: None,
-                },
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_millis(500),
-                rise: 2,
-                fall: 2,
-            },
-            backends: backends
-                .iter()
-                .enumerate()
-                .map(|(i, &address)| Backend {
-                    address,
-                    weight: if i == 0 { 2 } else { 1 },
-                    backup: false,
-                    max_connections: None,
-                    health: None,
-                })
-                .collect(),
-            queue_timeout: Duration::from_secs(1),
-        }],
-        services: vec![Service {
-            name: "www".into(),
-            listen: opts.listen,
-            mode: Mode::Http,
-            pool: "demo".into(),
-            timeouts: Timeouts::default(),
-            max_header_size: tandem_config::Service::DEFAULT_MAX_HEADER_SIZE,
-        }],
-    }
+/// The demo's configuration, written as the TOML an operator would write (and parsed by the
+/// same code), so the demo doubles as a worked example of a health-checked, retrying pool.
+fn demo_toml(opts: &DemoOpts, backends: &[SocketAddr]) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let weight = if i == 0 { 2 } else { 1 };
+            format!("  {{ address = \"{a}\", weight = {weight} }},")
+        })
+        .collect();
+    format!(
+        r#"[runtime]
+workers = 1
+
+[admin]
+listen = "{admin}"
+
+[[pool]]
+name = "demo"
+scheduler = "wrr"
+health = {{ kind = "http", path = "/healthz", expect_status = "200-299", interval = "1s", timeout = "500ms", rise = 2, fall = 2 }}
+retries = 2
+slow_start = "10s"
+backends = [
+{list}
+]
+
+[[service]]
+name = "www"
+listen = "{listen}"
+mode = "http"
+pool = "demo"
+"#,
+        admin = opts.admin,
+        listen = opts.listen,
+        list = list.join("\n"),
+    )
+}
+
+fn demo_config(opts: &DemoOpts, backends: &[SocketAddr]) -> anyhow::Result<Config> {
+    tandem_config::parse_str(&demo_toml(opts, backends), "<demo>")
+        .map_err(|e| anyhow::anyhow!("the demo's own configuration is invalid (a bug):\n{e}"))
 }
 
 fn print_banner(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_balance::RequestKey;
+use tandem_balance::{Avoid, RequestKey};
 use tandem_config::{SchedulerKind, Service, Timeouts};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -19,11 +19,10 @@ use super::head::{
 };
 use super::io::{read_into, read_now, write_all, write_all2, Buf, Limit};
 use super::pool::BackendPool;
+use crate::connect::connect;
 use crate::h2::H2Service;
 use crate::slot::{Acquired, Balancer, Slot};
 
-/// A request is offered to at most this many backends when connecting fails.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// Buffer for backend responses and bodies: starts small, grows for bulk bodies; its maximum
 /// also bounds a response head.
 const BACKEND_BUF_INITIAL: usize = 8 * 1024;
@@ -31,6 +30,8 @@ const BACKEND_BUF_MAX: usize = 64 * 1024;
 /// Client buffer to start with; it grows up to `max_header_size` for large heads.
 const CLIENT_BUF_INITIAL: usize = 4 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// What the client gets if its request cannot be replayed after its backend was found dead.
+const GONE: &str = "backend went down before it answered\n";
 
 pub(crate) struct H1Service {
     balancer: Arc<Balancer>,
@@ -107,9 +108,12 @@ enum Next {
 
 /// Why an exchange with a backend failed, and whether the request may go elsewhere.
 enum Failure {
-    /// Nothing reached the backend or it closed a reused connection without answering an
-    /// idempotent, body-less request: try again on a fresh connection.
-    Retry,
+    /// A reused connection was found closed before it answered an idempotent, body-less
+    /// request (the backend closed it while idle): try again on a fresh connection.
+    Stale,
+    /// The backend gave no response at all (reset, closed, or found dead while we waited):
+    /// the client gets this status unless the request can safely go to another backend.
+    NoResponse(u16, &'static str),
     /// The client must get this status (nothing was sent to it yet).
     Respond(u16, &'static str),
     /// The client connection is unusable or already got part of a response: just close.
@@ -297,11 +301,24 @@ impl H1Service {
         }
     }
 
+    /// Offer the request to backends until one answers it.
+    ///
+    /// A connect that fails is always retried on another backend (the backend never saw the
+    /// request). A request that got no response at all (reset, empty reply, or its backend
+    /// was found dead while it waited) is replayed on another backend only when that is safe
+    /// (idempotent method, no body) and only up to the pool's `retries` and within its retry
+    /// budget. A request is never sent twice to the same backend, except on a fresh connection
+    /// after a pooled one turned out to be closed unread.
     async fn proxy_request(&self, c: &mut Conn, info: RequestInfo) -> Next {
         // A local answer leaves an unread request body behind: then the connection must close.
         let close_after_local = !info.keep_alive || info.body != BodyLen::None;
-        for _ in 0..MAX_CONNECT_ATTEMPTS {
-            let slot = match self.balancer.acquire(&c.key).await {
+        let replayable = info.body == BodyLen::None && info.idempotent;
+        let pool = &self.balancer.pool;
+        let mut avoid = Avoid::default();
+        let mut replays = 0;
+        let mut last = (502, "no backend accepted the connection\n");
+        'backends: loop {
+            let slot = match self.balancer.acquire(&c.key, &avoid).await {
                 Acquired::Slot(s) => s,
                 Acquired::Busy => {
                     self.local(
@@ -325,72 +342,43 @@ impl H1Service {
                     .await;
                     return next_after_local(close_after_local);
                 }
+                Acquired::Exhausted => break 'backends,
             };
-            let addr = slot.backend().address;
-            let (backend, reused) = match self.pool.checkout(addr) {
-                Some(s) => (s, true),
-                None => match self.connect(&slot).await {
-                    Some(s) => (s, false),
-                    None => continue,
-                },
-            };
-            match self.exchange(c, &info, &slot, backend, reused).await {
-                Ok(next) => return next,
-                Err(Failure::Retry) => {
-                    // The backend never saw a byte (or closed a reused connection unread):
-                    // offer the same request to a fresh connection on the same backend first.
-                    let Some(fresh) = self.connect(&slot).await else {
-                        continue;
-                    };
-                    match self.exchange(c, &info, &slot, fresh, false).await {
-                        Ok(next) => return next,
-                        Err(Failure::Respond(status, msg)) => {
-                            self.local(&c.client, status, msg, true, false).await;
-                            return Next::Close;
+            avoid.insert(slot.backend().id);
+            let mut pooled = self.pool.checkout(slot.backend().address);
+            // At most twice: a pooled connection, then a fresh one if that was found closed.
+            loop {
+                let (backend, reused) = match pooled.take() {
+                    Some(s) => (s, true),
+                    None => match connect(pool, slot.backend(), &self.timeouts).await {
+                        Ok(s) => (s, false),
+                        Err(_) if avoid.is_full() => break 'backends,
+                        Err(_) => continue 'backends,
+                    },
+                };
+                match self.exchange(c, &info, &slot, backend, reused).await {
+                    Ok(next) => return next,
+                    Err(Failure::Stale) => continue,
+                    Err(Failure::NoResponse(status, msg)) if replayable => {
+                        last = (status, msg);
+                        if replays < pool.retries.max && !avoid.is_full() && pool.budget.try_spend()
+                        {
+                            replays += 1;
+                            self.balancer.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            continue 'backends;
                         }
-                        Err(Failure::Abort | Failure::Retry) => return Next::Close,
+                        break 'backends;
                     }
+                    Err(Failure::NoResponse(status, msg) | Failure::Respond(status, msg)) => {
+                        self.local(&c.client, status, msg, true, false).await;
+                        return Next::Close;
+                    }
+                    Err(Failure::Abort) => return Next::Close,
                 }
-                Err(Failure::Respond(status, msg)) => {
-                    self.local(&c.client, status, msg, true, false).await;
-                    return Next::Close;
-                }
-                Err(Failure::Abort) => return Next::Close,
             }
         }
-        self.local(
-            &c.client,
-            502,
-            "no backend accepted the connection\n",
-            true,
-            false,
-        )
-        .await;
+        self.local(&c.client, last.0, last.1, true, false).await;
         Next::Close
-    }
-
-    /// A new connection to the slot's backend; a failure is counted against the backend and
-    /// logged, and the caller offers the request to another one.
-    async fn connect(&self, slot: &Slot) -> Option<TcpStream> {
-        let addr = slot.backend().address;
-        let attempt = async {
-            let s = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr))
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-            s.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(s)
-        };
-        match attempt.await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                slot.backend()
-                    .stats
-                    .failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(backend = %addr, error = %e, "backend connect failed");
-                None
-            }
-        }
     }
 
     /// One request/response exchange on `backend`.
@@ -440,13 +428,13 @@ impl H1Service {
             Ok(n) => {
                 stats.bytes_in.fetch_add(n, Ordering::Relaxed);
             }
-            Err(CopyError::Write(_)) if reused && replayable => return Err(Failure::Retry),
+            Err(CopyError::Write(_)) if reused && replayable => return Err(Failure::Stale),
             // The backend stopped reading (and probably answered already): read its answer.
             Err(CopyError::Write(_)) if info.body != BodyLen::None => body_incomplete = true,
             Err(CopyError::Write(e)) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(backend = %slot.backend().address, error = %e, "sending request failed");
-                return Err(Failure::Respond(
+                return Err(Failure::NoResponse(
                     502,
                     "backend failed to accept the request\n",
                 ));
@@ -458,6 +446,14 @@ impl H1Service {
         let deadline = Instant::now() + self.timeouts.response;
         c.bbuf.consume(c.bbuf.len());
         let mut got_any = false;
+        // A replayable request waiting on a backend that is found dead (its check failed or
+        // live traffic ejected it) goes elsewhere at once instead of waiting out
+        // response_timeout: that is what a blackholed backend would otherwise cost.
+        let gone = slot.backend().gone();
+        tokio::pin!(gone);
+        if replayable && slot.backend().is_gone() {
+            return Err(Failure::NoResponse(502, GONE));
+        }
         let (resp, client_keep_alive) = loop {
             if !c.bbuf.is_empty() {
                 match rewrite_response(
@@ -483,8 +479,26 @@ impl H1Service {
                     }
                 }
             }
-            match read_into(&mut backend, &mut c.bbuf, Limit::Until(deadline)).await {
-                Ok(0) if reused && !got_any && replayable => return Err(Failure::Retry),
+            let read = read_into(&mut backend, &mut c.bbuf, Limit::Until(deadline));
+            let read = if replayable && !got_any {
+                tokio::select! {
+                    biased;
+                    r = read => r,
+                    () = &mut gone => {
+                        tracing::info!(backend = %slot.backend().address, "backend found dead while a request waited; sending it elsewhere");
+                        return Err(Failure::NoResponse(502, GONE));
+                    }
+                }
+            } else {
+                read.await
+            };
+            match read {
+                Ok(0) if reused && !got_any && replayable => return Err(Failure::Stale),
+                Ok(0) if !got_any => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %slot.backend().address, "backend closed without a response");
+                    return Err(Failure::NoResponse(502, "backend closed the connection\n"));
+                }
                 Ok(0) => {
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(backend = %slot.backend().address, "backend closed without a complete response");
@@ -496,7 +510,12 @@ impl H1Service {
                     tracing::warn!(backend = %slot.backend().address, "no response within response_timeout");
                     return Err(Failure::Respond(504, "backend did not answer in time\n"));
                 }
-                Err(_) if reused && !got_any && replayable => return Err(Failure::Retry),
+                Err(_) if reused && !got_any && replayable => return Err(Failure::Stale),
+                Err(e) if !got_any => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %slot.backend().address, error = %e, "reading response failed");
+                    return Err(Failure::NoResponse(502, "backend failed to answer\n"));
+                }
                 Err(e) => {
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(backend = %slot.backend().address, error = %e, "reading response failed");
@@ -507,6 +526,19 @@ impl H1Service {
         if let Some(t) = started {
             slot.backend()
                 .record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
+        }
+        if let Some(length) = self.balancer.pool.response_status(
+            slot.backend().id,
+            resp.status,
+            std::time::Instant::now(),
+        ) {
+            tracing::warn!(
+                pool = %self.balancer.pool.name,
+                backend = %slot.backend().address,
+                seconds = length.as_secs(),
+                "backend ejected: {} responses in a row were 5xx",
+                self.balancer.pool.outlier.consecutive_5xx
+            );
         }
         c.bbuf.consume(resp.head_len);
 

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Read;
