@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod netns;
 
 use std::convert::Infallible;
 use std::future::Future;
