@@ -16,6 +16,42 @@ use crate::upstream::{Sender, Upstreams};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The body sent to a backend: the client's, or none at all for the replay of a body-less
+/// request (the client's `Incoming` was consumed by the first attempt, and cannot be made up).
+pub(crate) enum RequestBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(b) => b.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 pub(crate) enum ProxyBody {
     Local(Option<Bytes>),
     Upstream(UpstreamBody),

@@ -3,7 +3,8 @@
 //!
 //! The lifecycle of a request reads top to bottom in [`H2Service::handle`]: take a slot,
 //! rewrite the head, send (offering the request to another backend when a connect fails before
-//! anything was sent), rewrite the response head, stream the body.
+//! anything was sent, and replaying an idempotent body-less request that got no response, as
+//! the HTTP/1 engine does), rewrite the response head, stream the body.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::activity::{Activity, ActivityIo, Prefixed};
-use crate::body::{Finish, ProxyBody, UpstreamBody};
+use crate::body::{Finish, ProxyBody, RequestBody, UpstreamBody};
 use crate::headers;
 use crate::slot::{Acquired, Balancer, Slot};
 use crate::upstream::{Failed, UpstreamError, Upstreams};
@@ -100,10 +101,15 @@ impl H2Service {
         let key = RequestKey {
             client: Some(peer.ip()),
         };
-        let mut req = prepare_request(req, peer);
+        let req = prepare_request(req, peer);
+        // Only an idempotent request without a body may be sent again after a backend saw it.
+        let replay = Replay::of(&req);
+        let mut req = req.map(RequestBody::Client);
         let deadline = Instant::now() + self.timeouts.response;
-        // A connect failure (the backend never saw the request) goes to another backend.
+        let pool = &self.balancer.pool;
         let mut avoid = Avoid::default();
+        let mut replays = 0;
+        let mut last = None;
         while !avoid.is_full() {
             let slot = match self.balancer.acquire(&key, &avoid).await {
                 Acquired::Slot(s) => s,
@@ -114,28 +120,62 @@ impl H2Service {
                 Acquired::Exhausted => break,
             };
             avoid.insert(slot.backend().id);
-            match self.forward(req, slot, deadline).await {
+            match self.forward(req, slot, deadline, replay.is_some()).await {
                 Ok(resp) => return resp,
-                Err(unsent) => req = unsent,
+                // A connect failure: the backend never saw the request; always safe.
+                Err(Lost::Unsent(unsent)) => req = *unsent,
+                Err(Lost::NoResponse(error)) => {
+                    let again = match &replay {
+                        Some(r)
+                            if error.replayable()
+                                && replays < pool.retries.max
+                                && pool.budget.try_spend() =>
+                        {
+                            r.request()
+                        }
+                        _ => {
+                            last = Some(error);
+                            break;
+                        }
+                    };
+                    replays += 1;
+                    self.balancer.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    req = again;
+                    last = Some(error);
+                }
             }
         }
-        local(
-            StatusCode::BAD_GATEWAY,
-            "no backend accepted the connection\n",
-        )
+        match last {
+            Some(error) => {
+                self.balancer
+                    .stats
+                    .backend_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                error_response(&error)
+            }
+            None => local(
+                StatusCode::BAD_GATEWAY,
+                "no backend accepted the connection\n",
+            ),
+        }
     }
 
-    /// Send to the slot's backend. `Err` gives the request back when the backend never saw it.
+    /// Send to the slot's backend.
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         slot: Slot,
         deadline: Instant,
-    ) -> Result<Response<ProxyBody>, Request<Incoming>> {
+        replayable: bool,
+    ) -> Result<Response<ProxyBody>, Lost> {
         let backend = Arc::clone(slot.backend());
         let started = self.measure_latency.then(std::time::Instant::now);
         let pool = &self.balancer.pool;
-        match self.upstreams.send(pool, &backend, req, deadline).await {
+        match self
+            .upstreams
+            .send(pool, &backend, req, deadline, replayable)
+            .await
+        {
             Ok((resp, sender)) => {
                 if let Some(t) = started {
                     backend.record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
@@ -159,17 +199,65 @@ impl H2Service {
                     tracing::warn!(backend = %backend.address, %error, "backend request failed");
                 }
                 match unsent {
-                    Some(req) => Err(req),
-                    None => {
-                        self.balancer
-                            .stats
-                            .backend_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        Ok(error_response(&error))
-                    }
+                    Some(req) => Err(Lost::Unsent(Box::new(req))),
+                    None => Err(Lost::NoResponse(error)),
                 }
             }
         }
+    }
+}
+
+/// Why a backend did not answer a request.
+enum Lost {
+    /// The backend never saw it (connect failed, or found dead before sending): here it is.
+    /// (Boxed: only the failure path pays for moving it.)
+    Unsent(Box<Request<RequestBody>>),
+    /// It was sent (at least in part) and no response came.
+    NoResponse(UpstreamError),
+}
+
+impl UpstreamError {
+    /// Whether a request that met this error may be replayed (if it is idempotent and has no
+    /// body): no response came at all. A slow backend (response timeout) is not retried:
+    /// replaying would add load to a pool that is already struggling.
+    fn replayable(&self) -> bool {
+        matches!(self, UpstreamError::Send(_) | UpstreamError::Gone)
+    }
+}
+
+/// What it takes to send an idempotent, body-less request again: its head.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<Incoming>) -> Option<Replay> {
+        use hyper::body::Body as _;
+        let idempotent = matches!(
+            *req.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+                | http::Method::TRACE
+        );
+        (idempotent && req.body().is_end_stream()).then(|| Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut r = Request::new(RequestBody::Empty);
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = Version::HTTP_11;
+        *r.headers_mut() = self.headers.clone();
+        r
     }
 }
 

@@ -14,10 +14,12 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tandem_balance::{BackendRuntime, PoolRuntime};
+
+use crate::body::RequestBody;
 use tandem_config::Timeouts;
 use tokio::time::Instant;
 
-pub(crate) type Sender = SendRequest<Incoming>;
+pub(crate) type Sender = SendRequest<RequestBody>;
 
 /// Idle connections kept per backend and worker; beyond this a finished connection is closed.
 const MAX_IDLE_PER_BACKEND: usize = 256;
@@ -32,12 +34,14 @@ pub(crate) enum UpstreamError {
     Send(hyper::Error),
     #[error("no response within the response timeout")]
     ResponseTimeout,
+    #[error("backend found dead while the request waited")]
+    Gone,
 }
 
 /// A failed exchange; `unsent` holds the request when the backend never saw any of it.
 pub(crate) struct Failed {
     pub(crate) error: UpstreamError,
-    pub(crate) unsent: Option<Request<Incoming>>,
+    pub(crate) unsent: Option<Request<RequestBody>>,
 }
 
 pub(crate) struct Upstreams {
@@ -113,12 +117,16 @@ impl Upstreams {
     /// replaced by a fresh one; that is always safe because the backend saw nothing. When even
     /// a fresh connection cannot be made, the request comes back with the error so the caller
     /// can offer it to another backend.
+    ///
+    /// With `abandon_if_gone` (a request that can be replayed elsewhere), the wait for the
+    /// response ends as soon as the backend is found dead: marked down or ejected.
     pub(crate) async fn send(
         &self,
         pool: &PoolRuntime,
         backend: &BackendRuntime,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         deadline: Instant,
+        abandon_if_gone: bool,
     ) -> Result<(Response<Incoming>, Sender), Failed> {
         loop {
             let (mut sender, pooled) = match self.checkout(backend.address) {
@@ -136,7 +144,31 @@ impl Upstreams {
             if pooled && sender.ready().await.is_err() {
                 continue;
             }
-            match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+            // Watch first, then look: a death between the two is never missed.
+            let gone = backend.gone();
+            tokio::pin!(gone);
+            if abandon_if_gone && backend.is_gone() {
+                return Err(Failed {
+                    error: UpstreamError::Gone,
+                    unsent: Some(req),
+                });
+            }
+            let exchange = tokio::time::timeout_at(deadline, sender.try_send_request(req));
+            let outcome = if abandon_if_gone {
+                tokio::select! {
+                    biased;
+                    r = exchange => r,
+                    () = &mut gone => {
+                        return Err(Failed {
+                            error: UpstreamError::Gone,
+                            unsent: None,
+                        })
+                    }
+                }
+            } else {
+                exchange.await
+            };
+            match outcome {
                 Err(_) => {
                     return Err(Failed {
                         error: UpstreamError::ResponseTimeout,
