@@ -264,10 +264,6 @@ impl BodyMatch {
 /// is one line, so keep the reason.
 fn regex_error(e: &regex::Error) -> String {
     let text = e.to_string();
-    // The crate's advice ("enable the unicode-case feature") is for developers, not operators.
-    if text.contains("unicode-case") {
-        return "case-insensitive matching is ASCII-only here; write (?i-u) instead of (?i)".into();
-    }
     text.lines()
         .rev()
         .find_map(|l| l.trim().strip_prefix("error: "))
@@ -516,14 +512,10 @@ mod tests {
             BodyMatch::parse("/(ok/").expect_err("bad"),
             "invalid regular expression /(ok/: unclosed group"
         );
-        // Case-insensitive matching is ASCII-only (the `unicode-case` tables are left out);
-        // the error says what to do instead.
-        assert!(BodyMatch::parse("/(?i-u)ok/")
-            .expect("valid")
-            .is_match(b"OK"));
+        // Case-insensitive matching, as operators write it.
         assert!(BodyMatch::parse("/(?i)ok/")
-            .expect_err("unicode case")
-            .ends_with("write (?i-u) instead of (?i)"));
+            .expect("valid")
+            .is_match(b"status: OK"));
         assert!(BodyMatch::parse("").is_err());
         assert!(BodyMatch::parse("//").is_err());
     }
