@@ -595,7 +595,10 @@ async fn h2c_requests_get_the_same_replay_rules() {
         failed >= 1,
         "no POST hit the dropping backend: the test proved nothing"
     );
-    assert!(failed >= posts_dropped, "a POST the backend dropped was answered 200");
+    assert!(
+        failed >= posts_dropped,
+        "a POST the backend dropped was answered 200"
+    );
     assert_eq!(posts_dropped + posts_good, 6, "an h2 POST was replayed");
 }
 
