@@ -13,6 +13,8 @@ command -v python3 >/dev/null || need_apt+=(python3)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_apt+=(python3-aiosmtpd)
 # Network-namespace labs (blackholed and unreachable backend hosts).
 command -v ip >/dev/null || need_apt+=(iproute2)
+# The VRRP shell is tested against a real keepalived peer (Debian's package).
+command -v keepalived >/dev/null || need_apt+=(keepalived)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
