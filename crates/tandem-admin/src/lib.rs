@@ -28,4 +28,5 @@ pub mod time;
 pub mod view;
 
 pub use server::serve;
-pub use state::{mode_name, AdminState, ServiceInfo};
+pub use state::{mode_name, AdminState, ServiceInfo, VrrpSource};
+pub use view::VrrpView;

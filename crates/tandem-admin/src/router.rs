@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::metrics;
 use crate::state::AdminState;
-use crate::view::{BackendView, PoolView, PoolsView, ServicesView};
+use crate::view::{BackendView, PoolView, PoolsView, ServicesView, VrrpListView};
 use tandem_balance::AdminState as BackendAdmin;
 
 /// Every read route answers these methods. HEAD is GET without the body (hyper drops it),
@@ -30,6 +30,7 @@ enum Route {
     Pools,
     Pool(String),
     Services,
+    Vrrp,
     Metrics,
     /// `POST /api/v1/pools/{pool}/backends/{address}/{action}`
     Action {
@@ -68,6 +69,7 @@ fn route(path: &str) -> Option<Route> {
         "/metrics" => Some(Route::Metrics),
         "/api/v1/pools" => Some(Route::Pools),
         "/api/v1/services" => Some(Route::Services),
+        "/api/v1/vrrp" => Some(Route::Vrrp),
         _ => {
             let rest = path.strip_prefix("/api/v1/pools/")?;
             let mut parts = rest.split('/');
@@ -177,6 +179,12 @@ pub fn respond(
             },
         ),
         Route::Action { .. } => error(path, StatusCode::NOT_FOUND, "no such endpoint".into()),
+        Route::Vrrp => json(
+            StatusCode::OK,
+            &VrrpListView {
+                instances: state.vrrp.iter().map(|s| (s.0)()).collect(),
+            },
+        ),
         Route::Metrics => match state.render_metrics() {
             Ok(text) => plain(StatusCode::OK, metrics::CONTENT_TYPE, text.into()),
             Err(_) => {
@@ -317,6 +325,7 @@ mod tests {
         assert_eq!(route("/metrics"), Some(Route::Metrics));
         assert_eq!(route("/api/v1/pools"), Some(Route::Pools));
         assert_eq!(route("/api/v1/services"), Some(Route::Services));
+        assert_eq!(route("/api/v1/vrrp"), Some(Route::Vrrp));
         assert_eq!(route("/api/v1/pools/web"), Some(Route::Pool("web".into())));
         assert_eq!(
             route("/api/v1/pools/a%20b%2Fc"),

@@ -59,6 +59,19 @@ pub struct AdminState {
     pub version: &'static str,
     /// The configured services, for `/api/v1/services`.
     pub services: Vec<ServiceInfo>,
+    /// The VRRP instances, for `/api/v1/vrrp`: each a snapshot function, so this crate needs
+    /// to know nothing of how instances run.
+    pub vrrp: Vec<VrrpSource>,
+}
+
+/// Produces one VRRP instance's current view.
+#[derive(Clone)]
+pub struct VrrpSource(pub Arc<dyn Fn() -> crate::view::VrrpView + Send + Sync>);
+
+impl std::fmt::Debug for VrrpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VrrpSource")
+    }
 }
 
 impl AdminState {
@@ -69,7 +82,14 @@ impl AdminState {
             started: SystemTime::now(),
             version,
             services,
+            vrrp: Vec::new(),
         }
+    }
+
+    /// The same, with VRRP instances to show.
+    pub fn with_vrrp(mut self, vrrp: Vec<VrrpSource>) -> Self {
+        self.vrrp = vrrp;
+        self
     }
 
     /// The OpenMetrics text for one scrape, read from the live counters now.

@@ -69,6 +69,39 @@ pub struct BackendView {
     pub latency_ewma_ms: Option<f64>,
 }
 
+/// One VRRP instance: an element of `GET /api/v1/vrrp`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VrrpView {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    /// 2 or 3.
+    pub version: u8,
+    /// `initialize`, `backup`, `master`, `fault` or `stopped`.
+    pub state: &'static str,
+    /// When `state` was entered.
+    pub since: String,
+    /// The priority in effect (tracking may change it) and the configured one.
+    pub priority: u8,
+    pub configured_priority: u8,
+    /// The current master's primary address as last heard (this node's own when master).
+    pub master_address: Option<std::net::IpAddr>,
+    pub virtual_ips: Vec<String>,
+    pub became_master: u64,
+    pub became_backup: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Received packets dropped, by reason (`bad_ttl`, `bad_checksum`, ...; RFC 5798 7.1).
+    pub discarded: std::collections::BTreeMap<&'static str, u64>,
+    pub last_error: Option<String>,
+}
+
+/// `GET /api/v1/vrrp`
+#[derive(Debug, Serialize)]
+pub struct VrrpListView {
+    pub instances: Vec<VrrpView>,
+}
+
 /// `GET /api/v1/services`
 #[derive(Debug, Serialize)]
 pub struct ServicesView<'a> {

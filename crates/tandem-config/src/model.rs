@@ -9,8 +9,10 @@ use std::time::Duration;
 
 mod health;
 mod resilience;
+mod vrrp;
 pub use health::*;
 pub use resilience::*;
+pub use vrrp::*;
 
 /// A whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +21,8 @@ pub struct Config {
     pub admin: Admin,
     pub pools: Vec<Pool>,
     pub services: Vec<Service>,
+    /// `[[vrrp]]` instances, in file order.
+    pub vrrp: Vec<Vrrp>,
 }
 
 /// `[runtime]`

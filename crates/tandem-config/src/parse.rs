@@ -24,6 +24,7 @@ use crate::suggest::closest;
 use crate::{ConfigError, ConfigErrors};
 
 mod health;
+mod vrrp;
 use health::health;
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -352,9 +353,9 @@ fn array_of_tables<'a, 'i>(
 // ---------------------------------------------------------------------------------------------
 // The schema
 
-const ROOT_KEYS: &[&str] = &["runtime", "admin", "pool", "service"];
+const ROOT_KEYS: &[&str] = &["runtime", "admin", "pool", "service", "vrrp"];
 /// Keys shown in the design but not implemented yet: say "planned", not "misspelt".
-const PLANNED: &[(&str, &str)] = &[("vrrp", "[[vrrp]] is not supported yet; remove it for now")];
+const PLANNED: &[(&str, &str)] = &[];
 const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout"];
 const ADMIN_KEYS: &[&str] = &["listen"];
 const POOL_KEYS: &[&str] = &[
@@ -430,11 +431,16 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         ),
         None => Vec::new(),
     };
+    let vrrp = match root.get("vrrp") {
+        Some(v) => vrrp::vrrps(cx, v),
+        None => Vec::new(),
+    };
     Config {
         runtime,
         admin: admin.unwrap_or_default(),
         pools: pools.into_iter().map(|p| p.pool).collect(),
         services,
+        vrrp,
     }
 }
 

@@ -88,10 +88,6 @@ fn unknown_keys() {
         "[[pool]]\nnmae = \"web\"\nbackends = [{ address = \"127.0.0.1:8001\" }]\n",
         "t.toml:2:1: pool[0].nmae: unknown key `nmae`; did you mean `name`?",
     );
-    one(
-        "[[vrrp]]\nname = \"vi_1\"\n",
-        "t.toml:1:3: vrrp: [[vrrp]] is not supported yet; remove it for now",
-    );
 }
 
 #[test]

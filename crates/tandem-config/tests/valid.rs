@@ -151,6 +151,7 @@ idle_timeout = "1h"
                 slow_start: None,
             },
         ],
+        vrrp: Vec::new(),
         services: vec![
             Service {
                 name: "www".into(),
@@ -229,6 +230,7 @@ pool = "p"
             outlier: tandem_config::Outlier::default(),
             slow_start: None,
         }],
+        vrrp: Vec::new(),
         services: vec![Service {
             name: "s".into(),
             listen: addr("127.0.0.1:8080"),

@@ -41,7 +41,14 @@ pub struct BoundService {
 }
 
 /// Bind every service's listeners for `workers` workers. Nothing is left bound on error.
-pub fn bind(services: &[Service], workers: usize) -> Result<Vec<BoundService>, DataplaneError> {
+///
+/// `vips` are the addresses VRRP may move here: a service may listen on one before this node
+/// holds it (see [`listener`]).
+pub fn bind(
+    services: &[Service],
+    workers: usize,
+    vips: &[std::net::IpAddr],
+) -> Result<Vec<BoundService>, DataplaneError> {
     let workers = workers.max(1);
     let mut out = Vec::with_capacity(services.len());
     for svc in services {
@@ -50,11 +57,12 @@ pub fn bind(services: &[Service], workers: usize) -> Result<Vec<BoundService>, D
             addr: svc.listen,
             source,
         };
-        let first = listener::bind(svc.listen, workers > 1).map_err(err)?;
+        let freebind = vips.contains(&svc.listen.ip());
+        let first = listener::bind(svc.listen, workers > 1, freebind).map_err(err)?;
         let local_addr = first.local_addr().map_err(err)?;
         let mut sockets = vec![first];
         for _ in 1..workers {
-            sockets.push(listener::bind(local_addr, true).map_err(err)?);
+            sockets.push(listener::bind(local_addr, true, freebind).map_err(err)?);
         }
         out.push(BoundService {
             cfg: svc.clone(),

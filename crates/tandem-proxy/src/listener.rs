@@ -10,7 +10,15 @@ const BACKLOG: i32 = 4096;
 
 /// `reuseport` only when several workers share the address: with one worker, a second
 /// process on the same port is an error the operator must see, not a silent traffic split.
-pub(crate) fn bind(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
+///
+/// `freebind` lets the socket bind an address this host does not have (yet): a VRRP virtual
+/// IP, which a backup only gets when it becomes master. Only for VIPs: any other address
+/// that is not local is a typo the operator must hear about.
+pub(crate) fn bind(
+    addr: SocketAddr,
+    reuseport: bool,
+    freebind: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if reuseport {
@@ -19,6 +27,11 @@ pub(crate) fn bind(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::Tc
     if addr.is_ipv6() {
         // "[::]:80" must not silently also take IPv4: the operator lists each family.
         socket.set_only_v6(true)?;
+        if freebind {
+            socket.set_freebind_v6(true)?;
+        }
+    } else if freebind {
+        socket.set_freebind_v4(true)?;
     }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;

@@ -7,10 +7,11 @@ pub fn run(path: &Path) -> ExitCode {
     match tandem_config::load_file(path) {
         Ok(cfg) => {
             println!(
-                "{}: ok ({} pool(s), {} service(s))",
+                "{}: ok ({} pool(s), {} service(s), {} vrrp instance(s))",
                 path.display(),
                 cfg.pools.len(),
-                cfg.services.len()
+                cfg.services.len(),
+                cfg.vrrp.len()
             );
             ExitCode::SUCCESS
         }

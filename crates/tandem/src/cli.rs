@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "tandem",
     version,
     about = "One daemon that keeps a web service up: health-checked L4/L7 load balancing \
-             (and, soon, VRRP virtual-IP failover).",
+             and VRRP virtual-IP failover.",
     long_about = "tandem balances HTTP and TCP traffic over health-checked backend pools, with \
 the schedulers IPVS and HAProxy users know (rr, wrr, lc, wlc, sh, maglev, p2c, ewma).\n\n\
 Start with `tandem demo` to see it work on 127.0.0.1, `tandem check --config FILE` to validate \
@@ -55,6 +55,15 @@ pub enum Command {
     /// A self-contained demo on 127.0.0.1: three demo backends, a health-checked pool, an HTTP
     /// service and the admin API. Ctrl-C stops all of it.
     Demo(DemoOpts),
+    /// Remove the virtual IPs of every `[[vrrp]]` instance from their interfaces, whatever a
+    /// previous tandem left behind. For systemd's `ExecStopPost=`, so a crashed master never
+    /// keeps answering for a VIP the other node has taken over. Address owners (priority 255)
+    /// are left alone.
+    VipCleanup {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

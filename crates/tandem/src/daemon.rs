@@ -40,7 +40,12 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         .with_context(|| format!("admin: cannot listen on {}", cfg.admin.listen))?;
     admin_socket.set_nonblocking(true)?;
     let admin_addr = admin_socket.local_addr()?;
-    let bound = tandem_proxy::bind(&cfg.services, workers)?;
+    let vips: Vec<std::net::IpAddr> = cfg
+        .vrrp
+        .iter()
+        .flat_map(|v| v.virtual_ips.iter().map(|ip| ip.address))
+        .collect();
+    let bound = tandem_proxy::bind(&cfg.services, workers, &vips)?;
     let started = Started {
         services: bound
             .iter()
@@ -64,6 +69,10 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot build the control-plane runtime")?;
+    // After the listeners are bound (the kernel queues connections from then on), before the
+    // data plane starts: a VRRP failure (no such interface...) still leaves nothing running.
+    let vrrp = crate::vrrp::start_all(&cfg.vrrp)?;
+    let vrrp_sources = vrrp.iter().map(crate::vrrp::admin_source).collect();
     let dataplane = Dataplane::start(bound, &topology, cfg.runtime.drain_timeout)?;
     for (name, addr) in &started.services {
         tracing::info!(service = %name, %addr, workers, "listening");
@@ -75,16 +84,20 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
             spawn_health(pool_cfg, pool, stop_rx.clone());
         }
         tokio::spawn(tick_pools(Arc::clone(&topology), stop_rx.clone()));
-        let state = Arc::new(AdminState::new(
-            Arc::clone(&topology),
-            services,
-            env!("CARGO_PKG_VERSION"),
-        ));
+        let state = Arc::new(
+            AdminState::new(Arc::clone(&topology), services, env!("CARGO_PKG_VERSION"))
+                .with_vrrp(vrrp_sources),
+        );
         let listener = tokio::net::TcpListener::from_std(admin_socket)?;
         let admin = tokio::spawn(tandem_admin::serve(listener, state, stop_rx.clone()));
         on_ready(&started);
 
         let signal = wait_for_signal().await;
+        // Hand the VIPs over first (priority 0), so new connections already go to the other
+        // node while this one drains what it has.
+        tokio::task::spawn_blocking(move || crate::vrrp::stop_all(vrrp))
+            .await
+            .context("stopping the VRRP instances")?;
         tracing::info!(signal, "shutting down: draining open connections");
         let _ = stop_tx.send(true);
         tokio::task::spawn_blocking(move || dataplane.stop())

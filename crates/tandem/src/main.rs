@@ -8,6 +8,7 @@ mod cli;
 mod daemon;
 mod demo;
 mod logging;
+mod vrrp;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         cli::Command::Run { config } => daemon::run_file(&config),
         cli::Command::Check { config } => return check::run(&config),
         cli::Command::Demo(opts) => demo::run(opts),
+        cli::Command::VipCleanup { config } => vrrp::cleanup(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,145 @@
+//! `[[vrrp]]`: a virtual router instance that moves virtual IPs between tandem nodes.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// `[[vrrp]]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vrrp {
+    /// `name`: required, unique among `[[vrrp]]` tables; used in logs, metrics and the API.
+    pub name: String,
+    /// `interface`: required; the interface the adverts go out on and the VIPs are added to.
+    pub interface: String,
+    /// `vrid`: required, 1..=255; the same on every node of this virtual router, unique per
+    /// interface and address family.
+    pub vrid: u8,
+    /// `priority`: 1..=255, default 100. 255 means "address owner": only for the node that owns
+    /// the VIPs as real addresses.
+    pub priority: u8,
+    /// `version`: 2 or 3, default 3.
+    pub version: VrrpVersion,
+    /// `advert_interval`: default 1s. v3: 10ms..=40.95s in steps of 10 ms; v2: whole seconds
+    /// 1..=255.
+    pub advert_interval: Duration,
+    /// `virtual_ips`: required, at least one, all of one family (v2: IPv4 only), written
+    /// `"198.51.100.10/24"` or `"198.51.100.10"` (then /32 or /128).
+    pub virtual_ips: Vec<VirtualIp>,
+    /// `preempt`: default true. With false (keepalived's `nopreempt`), a higher-priority node
+    /// that comes up does not take over from a working lower-priority master.
+    pub preempt: bool,
+    /// `preempt_delay`: default 0. How long a higher-priority node waits after it starts before
+    /// taking over from a working lower-priority master.
+    pub preempt_delay: Duration,
+    /// `accept`: default true (a load balancer's master must accept traffic addressed to the VIP).
+    pub accept: bool,
+    /// `unicast_peers`: default none (multicast). When set, adverts go to these addresses
+    /// only, and adverts from any other source are dropped.
+    pub unicast_peers: Vec<IpAddr>,
+    /// `garp_master_delay`: default 5s; the second burst of gratuitous ARPs after becoming
+    /// master (0 = none).
+    pub garp_master_delay: Duration,
+    /// `garp_master_repeat`: default 5; announcements per burst, 1..=100.
+    pub garp_master_repeat: u32,
+    /// `garp_master_refresh`: default off; keep announcing this often while master.
+    pub garp_master_refresh: Option<Duration>,
+    /// `checksum`: `"keepalived"` (default) or `"rfc9568"`; only matters for v3 over IPv4.
+    pub checksum: VrrpChecksum,
+    /// `realtime_priority`: default off; 1..=99 runs the instance thread under SCHED_FIFO.
+    pub realtime_priority: Option<u8>,
+}
+
+impl Vrrp {
+    pub const DEFAULT_PRIORITY: u8 = 100;
+    pub const DEFAULT_VERSION: VrrpVersion = VrrpVersion::V3;
+    pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_GARP_MASTER_DELAY: Duration = Duration::from_secs(5);
+    pub const DEFAULT_GARP_MASTER_REPEAT: u32 = 5;
+    /// Accepted `garp_master_repeat` values, inclusive.
+    pub const GARP_MASTER_REPEAT_RANGE: (u32, u32) = (1, 100);
+    pub const DEFAULT_CHECKSUM: VrrpChecksum = VrrpChecksum::Keepalived;
+    /// Accepted `realtime_priority` values, inclusive (Linux SCHED_FIFO priorities).
+    pub const REALTIME_PRIORITY_RANGE: (u8, u8) = (1, 99);
+    /// An advert's address count is one byte.
+    pub const MAX_VIRTUAL_IPS: usize = 255;
+
+    /// Whether the instance's virtual IPs (and so its adverts) are IPv6. The parser guarantees
+    /// at least one virtual IP and a single family.
+    pub fn is_ipv6(&self) -> bool {
+        self.virtual_ips
+            .first()
+            .is_some_and(|v| v.address.is_ipv6())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VrrpVersion {
+    /// RFC 3768: IPv4 only, advert interval in whole seconds.
+    V2,
+    /// RFC 9568 (formerly 5798): IPv4 or IPv6, advert interval in centiseconds.
+    V3,
+}
+
+impl VrrpVersion {
+    /// The number written in the file and carried in the advert's version field.
+    pub fn number(self) -> u8 {
+        match self {
+            VrrpVersion::V2 => 2,
+            VrrpVersion::V3 => 3,
+        }
+    }
+
+    /// The `advert_interval` values this version can carry, inclusive; v3 also requires a
+    /// multiple of [`VrrpVersion::ADVERT_STEP_V3`].
+    pub fn advert_interval_range(self) -> (Duration, Duration) {
+        match self {
+            VrrpVersion::V2 => (Duration::from_secs(1), Duration::from_secs(255)),
+            VrrpVersion::V3 => (Duration::from_millis(10), Duration::from_millis(40_950)),
+        }
+    }
+
+    /// v3 adverts carry the interval as a 12-bit count of centiseconds.
+    pub const ADVERT_STEP_V3: Duration = Duration::from_millis(10);
+}
+
+/// How a VRRPv3 advert over IPv4 is checksummed (see docs/configuration.md#vrrp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VrrpChecksum {
+    /// With the IPv4 pseudo-header, as keepalived sends and requires.
+    Keepalived,
+    /// Without it, as RFC 9568 section 5.2.8 specifies.
+    Rfc9568,
+}
+
+impl VrrpChecksum {
+    pub const ALL: [(&'static str, VrrpChecksum); 2] = [
+        ("keepalived", VrrpChecksum::Keepalived),
+        ("rfc9568", VrrpChecksum::Rfc9568),
+    ];
+
+    /// The name used in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            VrrpChecksum::Keepalived => "keepalived",
+            VrrpChecksum::Rfc9568 => "rfc9568",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, c)| *c)
+    }
+}
+
+/// One virtual address with the prefix length it is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtualIp {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for VirtualIp {
+    /// As written in the file, always with the prefix: `198.51.100.10/24`, `2001:db8::10/128`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}

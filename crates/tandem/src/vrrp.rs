@@ -1,0 +1,236 @@
+//! `[[vrrp]]` in the daemon: start one instance per table (each on its own thread, see
+//! `tandem_vrrp_linux::runner`), stop them first on shutdown, and `tandem vip-cleanup`.
+//!
+//! Order on SIGTERM matters: the VRRP instances hand the VIPs over (priority-0 advert, VIPs
+//! removed) *before* the data plane drains, so new connections already go to the other node
+//! while this one finishes the requests it has.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tandem_config::{Vrrp, VrrpChecksum, VrrpVersion};
+use tandem_vrrp::fsm::InstanceConfig;
+use tandem_vrrp::packet::ChecksumMode;
+use tandem_vrrp::{Centis, Version};
+use tandem_vrrp_linux::netlink::{self, NetlinkVips};
+use tandem_vrrp_linux::runner::{self, RunnerConfig, RunnerHandle, SharedStatus};
+
+/// A started instance.
+pub struct Running {
+    pub name: String,
+    pub cfg: Vrrp,
+    pub handle: RunnerHandle,
+}
+
+impl Running {
+    pub fn status(&self) -> SharedStatus {
+        self.handle.status_handle()
+    }
+}
+
+/// Start every instance; on any failure the ones already started are stopped again (their
+/// handles drop) and the error names the instance.
+pub fn start_all(instances: &[Vrrp]) -> anyhow::Result<Vec<Running>> {
+    let mut running = Vec::with_capacity(instances.len());
+    for v in instances {
+        let handle = start(v).with_context(|| format!("vrrp `{}`", v.name))?;
+        tracing::info!(
+            vrrp = %v.name,
+            interface = %v.interface,
+            vrid = v.vrid,
+            priority = v.priority,
+            "VRRP instance started"
+        );
+        running.push(Running {
+            name: v.name.clone(),
+            cfg: v.clone(),
+            handle,
+        });
+    }
+    Ok(running)
+}
+
+/// Stop gracefully: a master sends priority 0 and removes its VIPs.
+pub fn stop_all(running: Vec<Running>) {
+    for r in running {
+        match r.handle.shutdown() {
+            Ok(()) => tracing::info!(vrrp = %r.name, "VRRP instance stopped"),
+            Err(e) => {
+                tracing::warn!(vrrp = %r.name, error = %e, "VRRP instance ended with an error")
+            }
+        }
+    }
+}
+
+fn start(v: &Vrrp) -> anyhow::Result<RunnerHandle> {
+    let index = netlink::link_index(&v.interface)
+        .with_context(|| format!("interface `{}`", v.interface))?;
+    let family_v6 = v.virtual_ips.first().is_some_and(|ip| ip.address.is_ipv6());
+    let local = primary_address(index, family_v6, v)?;
+    let instance = InstanceConfig {
+        version: match v.version {
+            VrrpVersion::V2 => Version::V2,
+            VrrpVersion::V3 => Version::V3,
+        },
+        vrid: v.vrid,
+        priority: v.priority,
+        advert_interval: centis(v.advert_interval)?,
+        preempt: v.preempt,
+        preempt_delay: v.preempt_delay,
+        local_address: local,
+        accept: v.accept,
+    };
+    let vips: Vec<(IpAddr, u8)> = v
+        .virtual_ips
+        .iter()
+        .map(|ip| (ip.address, ip.prefix_len))
+        .collect();
+    let mut cfg = RunnerConfig::new(
+        instance,
+        index,
+        &v.interface,
+        vips.iter().map(|(ip, _)| *ip).collect(),
+    );
+    cfg.checksum = match v.checksum {
+        VrrpChecksum::Keepalived => ChecksumMode::Keepalived,
+        VrrpChecksum::Rfc9568 => ChecksumMode::Rfc9568,
+    };
+    cfg.garp_master_delay = v.garp_master_delay;
+    cfg.garp_master_repeat = v.garp_master_repeat;
+    cfg.garp_master_refresh = v.garp_master_refresh;
+    cfg.unicast_peers = v.unicast_peers.clone();
+    cfg.realtime_priority = v.realtime_priority;
+    let vips = NetlinkVips::new(index, vips).context("virtual_ips")?;
+    runner::spawn(cfg, Box::new(vips)).map_err(|e| anyhow!("{e}"))
+}
+
+/// The advert source and tie-breaker (RFC 5798 5.1.1.1, 5.1.2.1): the interface's first IPv4
+/// address that is not a VIP, or its IPv6 link-local address.
+fn primary_address(index: u32, v6: bool, v: &Vrrp) -> anyhow::Result<IpAddr> {
+    let addrs = netlink::addresses(index)
+        .with_context(|| format!("reading the addresses of `{}`", v.interface))?;
+    let is_vip = |ip: &IpAddr| v.virtual_ips.iter().any(|x| x.address == *ip);
+    let found = addrs.into_iter().map(|(ip, _)| ip).find(|ip| match ip {
+        IpAddr::V4(_) if !v6 => !is_vip(ip),
+        IpAddr::V6(a) if v6 => (a.segments()[0] & 0xffc0) == 0xfe80,
+        _ => false,
+    });
+    match found {
+        Some(ip) => Ok(ip),
+        None if v6 => bail!(
+            "interface `{}` has no IPv6 link-local address to send adverts from",
+            v.interface
+        ),
+        None => bail!(
+            "interface `{}` has no IPv4 address of its own (besides the VIPs) to send adverts from",
+            v.interface
+        ),
+    }
+}
+
+fn centis(d: Duration) -> anyhow::Result<Centis> {
+    let c = d.as_millis() / 10;
+    u16::try_from(c)
+        .map(Centis)
+        .map_err(|_| anyhow!("advert_interval {d:?} is too long"))
+}
+
+/// `tandem vip-cleanup`: remove every VIP of every instance from its interface, whatever
+/// state a previous tandem left them in (for systemd's `ExecStopPost=`, which runs after any
+/// exit, a crash included). An address owner's addresses (priority 255) are its own and stay.
+pub fn cleanup(config: &Path) -> anyhow::Result<()> {
+    let cfg = tandem_config::load_file(config)
+        .map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
+    let mut failed = 0;
+    for v in cfg.vrrp.iter().filter(|v| v.priority != 255) {
+        let index = match netlink::link_index(&v.interface) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("vrrp `{}`: interface `{}`: {e}", v.name, v.interface);
+                failed += 1;
+                continue;
+            }
+        };
+        let present = netlink::addresses(index).unwrap_or_default();
+        for ip in &v.virtual_ips {
+            let was = present.iter().any(|(a, _)| *a == ip.address);
+            match netlink::del_address(index, ip.address, ip.prefix_len) {
+                Ok(()) if was => println!(
+                    "vrrp `{}`: removed {}/{} from {}",
+                    v.name, ip.address, ip.prefix_len, v.interface
+                ),
+                Ok(()) => {}
+                Err(e) => {
+                    eprintln!(
+                        "vrrp `{}`: removing {}/{} from {}: {e}",
+                        v.name, ip.address, ip.prefix_len, v.interface
+                    );
+                    failed += 1;
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} address(es) could not be removed");
+    }
+    Ok(())
+}
+
+/// The admin API's view of a running instance, read from its live status at request time.
+pub fn admin_source(r: &Running) -> tandem_admin::VrrpSource {
+    let status = r.status();
+    let cfg = r.cfg.clone();
+    tandem_admin::VrrpSource(std::sync::Arc::new(move || {
+        let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let age = std::time::Instant::now().saturating_duration_since(s.since);
+        let since = std::time::SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let mut discarded: std::collections::BTreeMap<&'static str, u64> =
+            s.discards.iter().filter(|(_, n)| *n > 0).collect();
+        if s.socket.foreign_source > 0 {
+            discarded.insert("foreign_source", s.socket.foreign_source);
+        }
+        if s.socket.malformed_ip > 0 {
+            discarded.insert("malformed_ip", s.socket.malformed_ip);
+        }
+        tandem_admin::VrrpView {
+            name: cfg.name.clone(),
+            interface: cfg.interface.clone(),
+            vrid: cfg.vrid,
+            version: match cfg.version {
+                VrrpVersion::V2 => 2,
+                VrrpVersion::V3 => 3,
+            },
+            state: state_name(s.state),
+            since: tandem_admin::time::rfc3339(since),
+            priority: s.priority,
+            configured_priority: cfg.priority,
+            master_address: s.master_address,
+            virtual_ips: cfg
+                .virtual_ips
+                .iter()
+                .map(|ip| format!("{}/{}", ip.address, ip.prefix_len))
+                .collect(),
+            became_master: s.counters.became_master,
+            became_backup: s.counters.became_backup,
+            adverts_sent: s.adverts_sent,
+            adverts_received: s.counters.adverts_received,
+            discarded,
+            last_error: s.last_error.clone(),
+        }
+    }))
+}
+
+fn state_name(s: tandem_vrrp::fsm::State) -> &'static str {
+    use tandem_vrrp::fsm::State;
+    match s {
+        State::Initialize => "initialize",
+        State::Backup => "backup",
+        State::Master => "master",
+        State::Fault => "fault",
+        State::Stopped => "stopped",
+    }
+}

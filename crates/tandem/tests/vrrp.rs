@@ -1,0 +1,239 @@
+//! VRRP between two real tandem processes in a network-namespace lab: election, failover on
+//! SIGKILL, `vip-cleanup` after a crash, preemption, and the priority-0 handover on SIGTERM.
+//! Every wait is bounded; the lab removes what it made.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::netns::{ip_output, Lab, Proc};
+use common::*;
+
+const ADVERT_MS: u64 = 100;
+
+/// The VIP: an unused address of the lab's /27 (hosts are .11 and up, the bridge .1).
+fn vip(lab: &Lab) -> Ipv4Addr {
+    let IpAddr::V4(gw) = lab.gateway() else {
+        panic!("IPv4 lab expected")
+    };
+    Ipv4Addr::from(u32::from(gw) + 19)
+}
+
+fn node_config(lab: &Lab, i: usize, priority: u8, preempt: bool) -> String {
+    format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[[vrrp]]
+name = "web"
+interface = "eth0"
+vrid = 51
+priority = {priority}
+advert_interval = "{ADVERT_MS}ms"
+virtual_ips = ["{vip}/27"]
+preempt = {preempt}
+garp_master_delay = "0s"
+
+# A service on the VIP: bound on both nodes from the start (the backup does not hold the
+# address yet). Its pool's only backend is closed, so tandem itself answers 502.
+[[pool]]
+name = "p"
+health = {{ kind = "none" }}
+backends = [{{ address = "127.0.0.1:1" }}]
+
+[[service]]
+name = "www"
+listen = "{vip}:8080"
+pool = "p"
+"#,
+        admin = lab.host_addr(i, 9900),
+        vip = vip(lab),
+    )
+}
+
+fn has_vip(lab: &Lab, i: usize) -> bool {
+    ip_output(&[
+        "-n",
+        lab.netns(i),
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+    ])
+    .contains(&format!(" {}/27 ", vip(lab)))
+}
+
+async fn state(admin: SocketAddr) -> Option<String> {
+    let out = curl(&["-s", "-m", "1", &format!("http://{admin}/api/v1/vrrp")]).await;
+    if !out.ok {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["instances"][0]["state"].as_str().map(str::to_string)
+}
+
+struct Node {
+    proc: Proc,
+    config: std::path::PathBuf,
+}
+
+fn start(lab: &Lab, dir: &TempDir, i: usize, priority: u8, preempt: bool) -> Node {
+    let config = dir.write(
+        &format!("node{i}.toml"),
+        &node_config(lab, i, priority, preempt),
+    );
+    let mut cmd = Command::new(tandem_bin());
+    cmd.args(["run", "--config", config.to_str().expect("utf-8")]);
+    Node {
+        proc: lab.spawn_in(i, &cmd),
+        config,
+    }
+}
+
+/// Wait until `f` holds, polling every 5 ms; returns how long it took.
+async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < within, "timed out after {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The MAC the root namespace resolved `ip` to (it sits on the lab's bridge).
+fn resolved_mac(lab: &Lab, ip: Ipv4Addr) -> Option<String> {
+    let _ = ip_output(&["neigh", "flush", "to", &ip.to_string(), "dev", lab.bridge()]);
+    // Any packet to the VIP makes the kernel resolve it; a refused connect is enough.
+    let _ = std::net::TcpStream::connect_timeout(
+        &SocketAddr::new(IpAddr::V4(ip), 9),
+        Duration::from_millis(500),
+    );
+    let out = ip_output(&["neigh", "show", "to", &ip.to_string(), "dev", lab.bridge()]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_string)
+}
+
+fn mac_of(lab: &Lab, i: usize) -> String {
+    let out = ip_output(&["-n", lab.netns(i), "-o", "link", "show", "dev", "eth0"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("eth0 MAC")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_elect_fail_over_clean_up_and_hand_over() {
+    let lab = Lab::new(2);
+    let dir = TempDir::new("vrrp-pair");
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let n0 = start(&lab, &dir, 0, 150, true);
+    let n1 = start(&lab, &dir, 1, 100, true);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+
+    // Election: the higher priority holds the VIP, the other is backup without it.
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    assert_eq!(state(a1).await.as_deref(), Some("backup"));
+    until("VIP on node 0", Duration::from_secs(2), || has_vip(&lab, 0)).await;
+    assert!(!has_vip(&lab, 1), "the backup must not hold the VIP");
+    assert_eq!(resolved_mac(&lab, vip(&lab)), Some(mac_of(&lab, 0)));
+
+    // SIGKILL the master: the backup takes over within Master_Down_Interval (3 × 100 ms +
+    // skew 61 ms), plus slack for a loaded CI machine.
+    lab.signal(n0.proc, libc::SIGKILL);
+    let took = until("node 1 takes the VIP", Duration::from_secs(3), || {
+        has_vip(&lab, 1)
+    })
+    .await;
+    eprintln!("failover after SIGKILL: VIP on the backup after {took:?}");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    // A killed process removed nothing: the VIP is on both nodes, as keepalived leaves it...
+    assert!(has_vip(&lab, 0), "expected the crashed node's stale VIP");
+    // ...until `tandem vip-cleanup` (systemd's ExecStopPost) runs.
+    let mut cleanup = Command::new(tandem_bin());
+    cleanup.args([
+        "vip-cleanup",
+        "--config",
+        n0.config.to_str().expect("utf-8"),
+    ]);
+    let c = lab.spawn_in(0, &cleanup);
+    until("vip-cleanup to finish", Duration::from_secs(5), || {
+        !lab.running(c)
+    })
+    .await;
+    assert!(
+        !has_vip(&lab, 0),
+        "vip-cleanup left the VIP: {}",
+        lab.log(c)
+    );
+    assert!(has_vip(&lab, 1));
+    assert_eq!(
+        resolved_mac(&lab, vip(&lab)),
+        Some(mac_of(&lab, 1)),
+        "only the new master may answer ARP for the VIP"
+    );
+    // The new master's service, bound to the VIP before it held it, answers on it.
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-m",
+        "2",
+        &format!("http://{}:8080/", vip(&lab)),
+    ])
+    .await;
+    assert_eq!(
+        out.text(),
+        "502",
+        "tandem on the new master should answer (its backend is closed): {}",
+        out.stderr
+    );
+
+    // Node 0 comes back and preempts (higher priority, preempt on).
+    let n0 = start(&lab, &dir, 0, 150, true);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    until("node 0 preempts", Duration::from_secs(5), || {
+        has_vip(&lab, 0) && !has_vip(&lab, 1)
+    })
+    .await;
+    assert_eq!(state(a1).await.as_deref(), Some("backup"));
+
+    // SIGTERM: priority 0, so the backup takes over after about Skew_Time (61 ms), not
+    // Master_Down_Interval.
+    lab.signal(n0.proc, libc::SIGTERM);
+    let took = until("handover on SIGTERM", Duration::from_secs(3), || {
+        has_vip(&lab, 1)
+    })
+    .await;
+    eprintln!("handover after SIGTERM: VIP on the backup after {took:?}");
+    assert!(
+        took < Duration::from_millis(350),
+        "{took:?}: slower than a priority-0 handover"
+    );
+    until(
+        "node 0 exits and released the VIP",
+        Duration::from_secs(10),
+        || !lab.running(n0.proc) && !has_vip(&lab, 0),
+    )
+    .await;
+    lab.signal(n1.proc, libc::SIGTERM);
+}
