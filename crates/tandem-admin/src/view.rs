@@ -94,6 +94,24 @@ pub struct VrrpView {
     /// Received packets dropped, by reason (`bad_ttl`, `bad_checksum`, ...; RFC 5798 7.1).
     pub discarded: std::collections::BTreeMap<&'static str, u64>,
     pub last_error: Option<String>,
+    /// Whether a tracked object without weight is failed, which holds the instance in FAULT.
+    pub fault: bool,
+    /// Every tracked interface and pool with its current verdict.
+    pub tracked: Vec<TrackedView>,
+}
+
+/// One `track_interfaces` or `track_pools` entry of a VRRP instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackedView {
+    /// `interface` or `pool`.
+    pub kind: &'static str,
+    pub name: String,
+    /// Added to the priority while failed; null means the instance goes to FAULT instead.
+    pub weight: Option<i16>,
+    /// Up (interface) or with an eligible backend (pool).
+    pub ok: bool,
+    /// Why it is failed, in words; null while ok.
+    pub reason: Option<String>,
 }
 
 /// `GET /api/v1/vrrp`

@@ -432,7 +432,7 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         None => Vec::new(),
     };
     let vrrp = match root.get("vrrp") {
-        Some(v) => vrrp::vrrps(cx, v),
+        Some(v) => vrrp::vrrps(cx, v, &pools),
         None => Vec::new(),
     };
     Config {

@@ -13,6 +13,13 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
 
+fn tracked(name: &str, weight: Option<i16>) -> Tracked {
+    Tracked {
+        name: name.into(),
+        weight,
+    }
+}
+
 fn vip(s: &str, prefix_len: u8) -> VirtualIp {
     VirtualIp {
         address: ip(s),
@@ -53,6 +60,10 @@ fn every_key_parses_into_exact_model() {
 name = "web"
 backends = [{ address = "127.0.0.1:8001" }]
 
+[[pool]]
+name = "api"
+backends = [{ address = "127.0.0.1:8002" }]
+
 [[service]]
 name = "www"
 listen = "198.51.100.10:80"   # the VIP: that is the point
@@ -75,6 +86,8 @@ garp_master_repeat = 3
 garp_master_refresh = "1m"
 checksum = "rfc9568"
 realtime_priority = 10
+track_interfaces = [{ name = "eth1", weight = -20 }, "eth2", { name = "bond0", weight = 5 }]
+track_pools = [{ name = "web", weight = -50 }, "api"]
 "#;
     let cfg = parse(src);
     assert_eq!(
@@ -96,6 +109,12 @@ realtime_priority = 10
             garp_master_refresh: Some(Duration::from_secs(60)),
             checksum: VrrpChecksum::Rfc9568,
             realtime_priority: Some(10),
+            track_interfaces: vec![
+                tracked("eth1", Some(-20)),
+                tracked("eth2", None),
+                tracked("bond0", Some(5)),
+            ],
+            track_pools: vec![tracked("web", Some(-50)), tracked("api", None)],
         }]
     );
     assert_eq!(cfg.vrrp[0].virtual_ips[1].to_string(), "198.51.100.11/32");
@@ -124,6 +143,8 @@ fn defaults() {
             garp_master_refresh: None,
             checksum: VrrpChecksum::Keepalived,
             realtime_priority: None,
+            track_interfaces: Vec::new(),
+            track_pools: Vec::new(),
         }]
     );
     assert_eq!(Vrrp::DEFAULT_PRIORITY, 100);
@@ -222,12 +243,10 @@ fn unknown_planned_and_keepalived_keys() {
     );
     with(
         "foo = 1\n",
-        "t.toml:6:1: vrrp[vi].foo: unknown key `foo` in [[vrrp]]; known keys: name, interface, vrid, priority, version, advert_interval, virtual_ips, preempt, preempt_delay, accept, unicast_peers, garp_master_delay, garp_master_repeat, garp_master_refresh, checksum, realtime_priority",
+        "t.toml:6:1: vrrp[vi].foo: unknown key `foo` in [[vrrp]]; known keys: name, interface, vrid, priority, version, advert_interval, virtual_ips, preempt, preempt_delay, accept, unicast_peers, garp_master_delay, garp_master_repeat, garp_master_refresh, checksum, realtime_priority, track_interfaces, track_pools",
     );
     let planned = [
         ("use_vmac = true", "`use_vmac` is not supported yet; remove it for now"),
-        ("track_interfaces = [\"eth1\"]", "`track_interfaces` is not supported yet; remove it for now (without it this instance does not react to an interface going down)"),
-        ("track_pools = [\"web\"]", "`track_pools` is not supported yet; remove it for now (without it this instance does not react to the health of its pools)"),
         ("track_scripts = [\"chk\"]", "`track_scripts` is not supported yet; remove it for now (without it this instance does not react to check scripts)"),
         ("notify = \"/usr/local/bin/notify\"", "`notify` is not supported yet; remove it for now"),
         ("quorum = 2", "`quorum` is not supported yet; remove it for now (without it this instance does not react to how many backends are up)"),
@@ -580,4 +599,80 @@ fn docs_pair_example_parses() {
     assert_eq!((a.vrrp[0].priority, b.vrrp[0].priority), (150, 100));
     assert_eq!(a.vrrp[0].vrid, b.vrrp[0].vrid);
     assert_eq!(a.vrrp[0].virtual_ips, [vip("198.51.100.10", 24)]);
+}
+
+/// Two pools, `web` and `api`, on lines 1..=6: before `BASE`, so the tracking keys on line 12
+/// belong to the instance.
+const POOLS: &str = "[[pool]]\nname = \"web\"\nbackends = [{ address = \"127.0.0.1:8001\" }]\n[[pool]]\nname = \"api\"\nbackends = [{ address = \"127.0.0.1:8002\" }]\n";
+
+/// The pools, `BASE`, then `extra` on line 12: exactly the one error `want`.
+#[track_caller]
+fn tracking(extra: &str, want: &str) {
+    one(&format!("{POOLS}{BASE}{extra}"), want);
+}
+
+#[test]
+fn tracking_valid_forms() {
+    let cfg = parse(&format!(
+        "{BASE}track_interfaces = [\"eth0\", {{ name = \"eth1\" }}, {{ name = \"eth2\", weight = 254 }}, {{ name = \"eth3\", weight = -254 }}]\ntrack_pools = []\n{POOLS}"
+    ));
+    assert_eq!(
+        cfg.vrrp[0].track_interfaces,
+        [
+            tracked("eth0", None),
+            tracked("eth1", None),
+            tracked("eth2", Some(254)),
+            tracked("eth3", Some(-254)),
+        ]
+    );
+    assert!(cfg.vrrp[0].track_pools.is_empty());
+    // The same pool may be tracked by several instances.
+    let two = format!(
+        "{BASE}track_pools = [\"web\"]\n{}track_pools = [{{ name = \"web\", weight = -10 }}]\n{POOLS}",
+        "[[vrrp]]\nname = \"v2\"\ninterface = \"eth0\"\nvrid = 52\nvirtual_ips = [\"198.51.100.11/24\"]\n"
+    );
+    let cfg = parse(&two);
+    assert_eq!(cfg.vrrp[1].track_pools, [tracked("web", Some(-10))]);
+}
+
+#[test]
+fn tracking_errors() {
+    let cases = [
+        // Pools that do not exist.
+        ("track_pools = [\"wbe\"]", "t.toml:12:16: vrrp[vi].track_pools[0]: no pool named `wbe`; did you mean `web`?"),
+        ("track_pools = [\"db\"]", "t.toml:12:16: vrrp[vi].track_pools[0]: no pool named `db`; defined pools: web, api"),
+        ("track_pools = [{ name = \"db\", weight = -10 }]", "t.toml:12:25: vrrp[vi].track_pools[0].name: no pool named `db`; defined pools: web, api"),
+        // Interface names.
+        ("track_interfaces = [\"eth0:1\"]", "t.toml:12:21: vrrp[vi].track_interfaces[0]: invalid interface name \"eth0:1\": it contains `:` (\"eth0:1\" is an address label, not an interface; write the interface itself, e.g. \"eth0\")"),
+        ("track_interfaces = [{ name = \"abcdefghijklmnop\" }]", "t.toml:12:30: vrrp[vi].track_interfaces[0].name: invalid interface name \"abcdefghijklmnop\": it is longer than 15 bytes, the Linux limit"),
+        // Weights.
+        ("track_interfaces = [{ name = \"eth1\", weight = 0 }]", "t.toml:12:47: vrrp[vi].track_interfaces[0].weight: a weight of 0 changes nothing; give a negative weight to lower the priority while the object is failed, or leave `weight` out to put the instance in FAULT"),
+        ("track_interfaces = [{ name = \"eth1\", weight = -255 }]", "t.toml:12:47: vrrp[vi].track_interfaces[0].weight: must be between -254 and 254, got -255"),
+        ("track_pools = [{ name = \"web\", weight = 255 }]", "t.toml:12:41: vrrp[vi].track_pools[0].weight: must be between -254 and 254, got 255"),
+        ("track_pools = [{ name = \"web\", weight = \"-10\" }]", "t.toml:12:41: vrrp[vi].track_pools[0].weight: expected an integer, found a string"),
+        // Duplicates.
+        ("track_interfaces = [\"eth1\", { name = \"eth1\", weight = -5 }]", "t.toml:12:38: vrrp[vi].track_interfaces[1].name: `eth1` is listed twice (first as vrrp[vi].track_interfaces[0])"),
+        ("track_pools = [\"web\", \"web\"]", "t.toml:12:23: vrrp[vi].track_pools[1]: `web` is listed twice (first as vrrp[vi].track_pools[0])"),
+        // Shapes.
+        ("track_pools = \"web\"", "t.toml:12:15: vrrp[vi].track_pools: expected an array of names or { name = ..., weight = ... } tables, e.g. [\"eth1\", { name = \"eth2\", weight = -20 }], found a string"),
+        ("track_pools = [1]", "t.toml:12:16: vrrp[vi].track_pools[0]: expected the name of a pool or a { name = ..., weight = ... } table, found an integer"),
+        ("track_interfaces = [{ weight = -5 }]", "t.toml:12:21: vrrp[vi].track_interfaces[0].name: missing required key `name` in a tracking entry"),
+        ("track_interfaces = [{ name = \"eth1\", wieght = -5 }]", "t.toml:12:38: vrrp[vi].track_interfaces[0].wieght: unknown key `wieght`; did you mean `weight`?"),
+    ];
+    for (line, want) in cases {
+        tracking(&format!("{line}\n"), want);
+    }
+    // Without any [[pool]].
+    with(
+        "track_pools = [\"web\"]\n",
+        "t.toml:6:16: vrrp[vi].track_pools[0]: no pool named `web`; no [[pool]] is defined",
+    );
+    // Every bad entry is reported, not only the first.
+    assert_eq!(
+        errors(&format!("{POOLS}{BASE}track_pools = [\"db\", {{ name = \"web\", weight = 0 }}]\n")),
+        [
+            "t.toml:12:16: vrrp[vi].track_pools[0]: no pool named `db`; defined pools: web, api",
+            "t.toml:12:47: vrrp[vi].track_pools[1].weight: a weight of 0 changes nothing; give a negative weight to lower the priority while the object is failed, or leave `weight` out to put the instance in FAULT",
+        ]
+    );
 }

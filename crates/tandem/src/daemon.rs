@@ -73,6 +73,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
     // data plane starts: a VRRP failure (no such interface...) still leaves nothing running.
     let vrrp = crate::vrrp::start_all(&cfg.vrrp)?;
     let vrrp_sources = vrrp.iter().map(crate::vrrp::admin_source).collect();
+    let tracking = crate::vrrp_track::Tracking::new(&vrrp, &topology);
     let dataplane = Dataplane::start(bound, &topology, cfg.runtime.drain_timeout)?;
     for (name, addr) in &started.services {
         tracing::info!(service = %name, %addr, workers, "listening");
@@ -84,6 +85,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
             spawn_health(pool_cfg, pool, stop_rx.clone());
         }
         tokio::spawn(tick_pools(Arc::clone(&topology), stop_rx.clone()));
+        tokio::spawn(tracking.run(stop_rx.clone()));
         let state = Arc::new(
             AdminState::new(Arc::clone(&topology), services, env!("CARGO_PKG_VERSION"))
                 .with_vrrp(vrrp_sources),

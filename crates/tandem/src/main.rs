@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod logging;
 mod vrrp;
+mod vrrp_track;
 
 use std::process::ExitCode;
 

@@ -22,6 +22,8 @@ pub struct Running {
     pub name: String,
     pub cfg: Vrrp,
     pub handle: RunnerHandle,
+    /// What tracking ([`crate::vrrp_track`]) last decided, for the admin API.
+    pub tracked: crate::vrrp_track::SharedTrack,
 }
 
 impl Running {
@@ -47,6 +49,7 @@ pub fn start_all(instances: &[Vrrp]) -> anyhow::Result<Vec<Running>> {
             name: v.name.clone(),
             cfg: v.clone(),
             handle,
+            tracked: crate::vrrp_track::initial_state(&v.track_interfaces, &v.track_pools),
         });
     }
     Ok(running)
@@ -181,9 +184,11 @@ pub fn cleanup(config: &Path) -> anyhow::Result<()> {
 /// The admin API's view of a running instance, read from its live status at request time.
 pub fn admin_source(r: &Running) -> tandem_admin::VrrpSource {
     let status = r.status();
+    let tracked = std::sync::Arc::clone(&r.tracked);
     let cfg = r.cfg.clone();
     tandem_admin::VrrpSource(std::sync::Arc::new(move || {
         let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let t = tracked.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let age = std::time::Instant::now().saturating_duration_since(s.since);
         let since = std::time::SystemTime::now()
             .checked_sub(age)
@@ -220,6 +225,8 @@ pub fn admin_source(r: &Running) -> tandem_admin::VrrpSource {
             adverts_received: s.counters.adverts_received,
             discarded,
             last_error: s.last_error.clone(),
+            fault: t.fault,
+            tracked: t.objects,
         }
     }))
 }

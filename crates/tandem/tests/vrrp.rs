@@ -1,5 +1,6 @@
 //! VRRP between two real tandem processes in a network-namespace lab: election, failover on
-//! SIGKILL, `vip-cleanup` after a crash, preemption, and the priority-0 handover on SIGTERM.
+//! SIGKILL, `vip-cleanup` after a crash, preemption, the priority-0 handover on SIGTERM, and
+//! tracking (`track_interfaces` into FAULT and back, `track_pools` lowering the priority).
 //! Every wait is bounded; the lab removes what it made.
 
 mod common;
@@ -8,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::netns::{ip_output, Lab, Proc};
+use common::netns::{ip_cmd, ip_output, Lab, Proc};
 use common::*;
 
 const ADVERT_MS: u64 = 100;
@@ -22,6 +23,18 @@ fn vip(lab: &Lab) -> Ipv4Addr {
 }
 
 fn node_config(lab: &Lab, i: usize, priority: u8, preempt: bool) -> String {
+    node_config_with(lab, i, priority, preempt, "", r#"{ kind = "none" }"#)
+}
+
+/// `node_config` with extra `[[vrrp]]` keys (`track_*`) and pool `p`'s health check.
+fn node_config_with(
+    lab: &Lab,
+    i: usize,
+    priority: u8,
+    preempt: bool,
+    vrrp_extra: &str,
+    health: &str,
+) -> String {
     format!(
         r#"
 [admin]
@@ -36,12 +49,13 @@ advert_interval = "{ADVERT_MS}ms"
 virtual_ips = ["{vip}/27"]
 preempt = {preempt}
 garp_master_delay = "0s"
+{vrrp_extra}
 
 # A service on the VIP: bound on both nodes from the start (the backup does not hold the
 # address yet). Its pool's only backend is closed, so tandem itself answers 502.
 [[pool]]
 name = "p"
-health = {{ kind = "none" }}
+health = {health}
 backends = [{{ address = "127.0.0.1:1" }}]
 
 [[service]]
@@ -77,6 +91,16 @@ async fn state(admin: SocketAddr) -> Option<String> {
     v["instances"][0]["state"].as_str().map(str::to_string)
 }
 
+/// The first instance of `GET /api/v1/vrrp`.
+async fn instance(admin: SocketAddr) -> Option<serde_json::Value> {
+    let out = curl(&["-s", "-m", "1", &format!("http://{admin}/api/v1/vrrp")]).await;
+    if !out.ok {
+        return None;
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v["instances"][0].take())
+}
+
 struct Node {
     proc: Proc,
     config: std::path::PathBuf,
@@ -87,6 +111,16 @@ fn start(lab: &Lab, dir: &TempDir, i: usize, priority: u8, preempt: bool) -> Nod
         &format!("node{i}.toml"),
         &node_config(lab, i, priority, preempt),
     );
+    let mut cmd = Command::new(tandem_bin());
+    cmd.args(["run", "--config", config.to_str().expect("utf-8")]);
+    Node {
+        proc: lab.spawn_in(i, &cmd),
+        config,
+    }
+}
+
+fn start_with(lab: &Lab, dir: &TempDir, i: usize, config: &str) -> Node {
+    let config = dir.write(&format!("node{i}.toml"), config);
     let mut cmd = Command::new(tandem_bin());
     cmd.args(["run", "--config", config.to_str().expect("utf-8")]);
     Node {
@@ -235,5 +269,142 @@ async fn two_nodes_elect_fail_over_clean_up_and_hand_over() {
         || !lab.running(n0.proc) && !has_vip(&lab, 0),
     )
     .await;
+    lab.signal(n1.proc, libc::SIGTERM);
+}
+
+/// `track_interfaces` without weight: the tracked link going down puts node 0 in FAULT (it
+/// releases the VIP after a priority-0 advert, so node 1 takes over after about Skew_Time);
+/// the link coming back ends FAULT and node 0 preempts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_interface_fault_and_recovery() {
+    let lab = Lab::new(2);
+    let dir = TempDir::new("vrrp-track-if");
+    let ns0 = lab.netns(0).to_string();
+    // A veth pair (this kernel may lack `dummy`), both ends up so trk0 has carrier; it goes
+    // with the namespace.
+    ip_cmd(&[
+        "-n", &ns0, "link", "add", "trk0", "type", "veth", "peer", "name", "trk1",
+    ]);
+    ip_cmd(&["-n", &ns0, "link", "set", "trk1", "up"]);
+    ip_cmd(&["-n", &ns0, "link", "set", "trk0", "up"]);
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let c0 = node_config_with(
+        &lab,
+        0,
+        150,
+        true,
+        r#"track_interfaces = ["trk0"]"#,
+        r#"{ kind = "none" }"#,
+    );
+    let n0 = start_with(&lab, &dir, 0, &c0);
+    let n1 = start(&lab, &dir, 1, 100, true);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    until("VIP on node 0 only", Duration::from_secs(2), || {
+        has_vip(&lab, 0) && !has_vip(&lab, 1)
+    })
+    .await;
+    let v = instance(a0).await.expect("node 0 API");
+    assert_eq!(v["fault"], false, "{v}");
+    assert_eq!(
+        v["tracked"],
+        serde_json::json!([{ "kind": "interface", "name": "trk0", "weight": null, "ok": true, "reason": null }])
+    );
+
+    ip_cmd(&["-n", &ns0, "link", "set", "trk0", "down"]);
+    let took = until("node 1 takes the VIP", Duration::from_secs(3), || {
+        has_vip(&lab, 1) && !has_vip(&lab, 0)
+    })
+    .await;
+    eprintln!("tracked interface down: VIP on node 1 after {took:?}");
+    assert!(
+        took < Duration::from_millis(800),
+        "{took:?}: slower than a 100 ms poll plus a priority-0 handover"
+    );
+    let v = instance(a0).await.expect("node 0 API");
+    assert_eq!(v["state"], "fault", "{v}");
+    assert_eq!(v["fault"], true, "{v}");
+    assert_eq!(v["tracked"][0]["ok"], false, "{v}");
+    assert_eq!(
+        v["tracked"][0]["reason"], "link is administratively down",
+        "{v}"
+    );
+    assert_eq!(state(a1).await.as_deref(), Some("master"));
+
+    ip_cmd(&["-n", &ns0, "link", "set", "trk0", "up"]);
+    until("node 0 preempts", Duration::from_secs(5), || {
+        has_vip(&lab, 0) && !has_vip(&lab, 1)
+    })
+    .await;
+    let v = instance(a0).await.expect("node 0 API");
+    assert_eq!(v["state"], "master", "{v}");
+    assert_eq!(v["fault"], false, "{v}");
+    assert_eq!(v["tracked"][0]["ok"], true, "{v}");
+    let log = lab.log(n0.proc);
+    assert!(
+        log.contains("tracked interface `trk0` failed") && log.contains("entering FAULT"),
+        "{log}"
+    );
+    lab.signal(n0.proc, libc::SIGTERM);
+    lab.signal(n1.proc, libc::SIGTERM);
+}
+
+/// `track_pools` with a weight: node 0 (150) tracks pool `p` with weight -60; its only
+/// backend is a closed port, so once the tcp check marks it down the pool has nothing
+/// eligible, node 0 advertises 90 and node 1 (100, preempt) takes the VIP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_pool_weight_lowers_priority() {
+    let lab = Lab::new(2);
+    let dir = TempDir::new("vrrp-track-pool");
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let c0 = node_config_with(
+        &lab,
+        0,
+        150,
+        true,
+        r#"track_pools = [{ name = "p", weight = -60 }]"#,
+        r#"{ kind = "tcp", interval = "100ms", fall = 1 }"#,
+    );
+    let n0 = start_with(&lab, &dir, 0, &c0);
+    let n1 = start(&lab, &dir, 1, 100, true);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+
+    let v = eventually("node 0 at priority 90", Duration::from_secs(5), || async {
+        instance(a0)
+            .await
+            .filter(|v| v["priority"] == 90 && v["state"] == "backup")
+    })
+    .await;
+    assert_eq!(v["configured_priority"], 150, "{v}");
+    assert_eq!(v["fault"], false, "{v}");
+    assert_eq!(v["tracked"][0]["kind"], "pool", "{v}");
+    assert_eq!(v["tracked"][0]["name"], "p", "{v}");
+    assert_eq!(v["tracked"][0]["weight"], -60, "{v}");
+    assert_eq!(v["tracked"][0]["ok"], false, "{v}");
+    eventually("node 1 master", Duration::from_secs(5), || async {
+        (state(a1).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    until("VIP on node 1 only", Duration::from_secs(3), || {
+        has_vip(&lab, 1) && !has_vip(&lab, 0)
+    })
+    .await;
+    let log = lab.log(n0.proc);
+    assert!(
+        log.contains("tracked pool `p` failed") && log.contains("priority changed by tracking"),
+        "{log}"
+    );
+    lab.signal(n0.proc, libc::SIGTERM);
     lab.signal(n1.proc, libc::SIGTERM);
 }

@@ -47,6 +47,13 @@ pub struct Vrrp {
     pub checksum: VrrpChecksum,
     /// `realtime_priority`: default off; 1..=99 runs the instance thread under SCHED_FIFO.
     pub realtime_priority: Option<u8>,
+    /// `track_interfaces`: default none. Interfaces whose link state steers this instance
+    /// (see [`Tracked`]); an interface is failed while it is down, has no carrier or does not
+    /// exist.
+    pub track_interfaces: Vec<Tracked>,
+    /// `track_pools`: default none. `[[pool]]`s whose health steers this instance (see
+    /// [`Tracked`]); a pool is failed while none of its backends is eligible.
+    pub track_pools: Vec<Tracked>,
 }
 
 impl Vrrp {
@@ -62,6 +69,8 @@ impl Vrrp {
     pub const REALTIME_PRIORITY_RANGE: (u8, u8) = (1, 99);
     /// An advert's address count is one byte.
     pub const MAX_VIRTUAL_IPS: usize = 255;
+    /// Accepted tracking weights, inclusive (keepalived's); 0 is refused as it changes nothing.
+    pub const TRACK_WEIGHT_RANGE: (i16, i16) = (-254, 254);
 
     /// Whether the instance's virtual IPs (and so its adverts) are IPv6. The parser guarantees
     /// at least one virtual IP and a single family.
@@ -70,6 +79,22 @@ impl Vrrp {
             .first()
             .is_some_and(|v| v.address.is_ipv6())
     }
+}
+
+/// One entry of `track_interfaces` or `track_pools`: `"eth1"` or
+/// `{ name = "eth1", weight = -20 }`.
+///
+/// As in keepalived, the two forms mean different things while the object is failed: with a
+/// weight, the weight is added to the instance's priority (clamped to 1..=254; an address
+/// owner's 255 never changes), so a failover happens only if that closes the gap to the
+/// other node; without one, the instance goes to FAULT (releases its virtual IPs, keeps
+/// listening) until every weightless object has recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    /// The interface or pool name.
+    pub name: String,
+    /// `weight`: `None` (FAULT while failed) or nonzero in [`Vrrp::TRACK_WEIGHT_RANGE`].
+    pub weight: Option<i16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

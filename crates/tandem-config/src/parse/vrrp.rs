@@ -3,7 +3,8 @@
 //! Besides the usual per-key checks, the values of one table are checked against each other
 //! (the advert interval against the version, the checksum against version and family, the
 //! peers against the virtual IPs' family) and the tables against each other (one virtual router
-//! per interface, vrid and family; one owner per virtual IP).
+//! per interface, vrid and family; one owner per virtual IP), and `track_pools` against the
+//! `[[pool]]` tables.
 
 use super::*;
 
@@ -24,20 +25,17 @@ const VRRP_KEYS: &[&str] = &[
     "garp_master_refresh",
     "checksum",
     "realtime_priority",
+    "track_interfaces",
+    "track_pools",
 ];
+
+/// Keys of a `{ name = ..., weight = ... }` tracking entry.
+const TRACK_KEYS: &[&str] = &["name", "weight"];
 
 /// Keys of the design that are not implemented yet. They are rejected (a user who wrote
 /// `track_pools` believes the instance reacts to its pools) but not as typos.
 const PLANNED_KEYS: &[(&str, &str)] = &[
     ("use_vmac", "`use_vmac` is not supported yet; remove it for now"),
-    (
-        "track_interfaces",
-        "`track_interfaces` is not supported yet; remove it for now (without it this instance does not react to an interface going down)",
-    ),
-    (
-        "track_pools",
-        "`track_pools` is not supported yet; remove it for now (without it this instance does not react to the health of its pools)",
-    ),
     (
         "track_scripts",
         "`track_scripts` is not supported yet; remove it for now (without it this instance does not react to check scripts)",
@@ -93,7 +91,7 @@ struct Parsed {
 }
 
 /// Every `[[vrrp]]` table, validated.
-pub(super) fn vrrps(cx: &mut Cx, v: &Value) -> Vec<Vrrp> {
+pub(super) fn vrrps(cx: &mut Cx, v: &Value, pools: &[ParsedPool]) -> Vec<Vrrp> {
     let Ok(items) = array_of_tables(cx, "vrrp", v, "write each instance as [[vrrp]]") else {
         return Vec::new();
     };
@@ -105,7 +103,7 @@ pub(super) fn vrrps(cx: &mut Cx, v: &Value) -> Vec<Vrrp> {
         let Ok(t) = table(cx, &format!("vrrp[{i}]"), item, "[[vrrp]]") else {
             continue;
         };
-        let p = instance(cx, &t, i, &mut seen);
+        let p = instance(cx, &t, i, &mut seen, pools);
 
         if let Some((key, at)) = p.router {
             if let Some((first, line)) = routers.get(&key) {
@@ -138,7 +136,13 @@ pub(super) fn vrrps(cx: &mut Cx, v: &Value) -> Vec<Vrrp> {
     out
 }
 
-fn instance(cx: &mut Cx, whole: &Table, i: usize, seen: &mut HashMap<String, usize>) -> Parsed {
+fn instance(
+    cx: &mut Cx,
+    whole: &Table,
+    i: usize,
+    seen: &mut HashMap<String, usize>,
+    pools: &[ParsedPool],
+) -> Parsed {
     // Planned and keepalived keys get their own message; the rest of the table goes through
     // the ordinary unknown-key check, which then neither suggests nor lists them.
     let mut map = whole.map.clone();
@@ -248,6 +252,23 @@ fn instance(cx: &mut Cx, whole: &Table, i: usize, seen: &mut HashMap<String, usi
         .flatten()
         .and_then(|n| u8::try_from(n).ok());
 
+    let track_interfaces = t
+        .opt(cx, "track_interfaces", |cx, p, v| {
+            tracked(cx, p, v, "an interface", |cx, p, v| {
+                self::interface(cx, p, v)
+            })
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let track_pools = t
+        .opt(cx, "track_pools", |cx, p, v| {
+            tracked(cx, p, v, "a pool", |cx, p, v| tracked_pool(cx, p, v, pools))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+
     let router = match (&interface, &vrid, v6, t.get("vrid")) {
         (Ok(interface), Ok(vrid), Some(v6), Some(v)) => Some((
             (interface.clone(), u8::try_from(*vrid).unwrap_or(0), v6),
@@ -281,6 +302,8 @@ fn instance(cx: &mut Cx, whole: &Table, i: usize, seen: &mut HashMap<String, usi
         garp_master_refresh,
         checksum: or(checksum, Vrrp::DEFAULT_CHECKSUM),
         realtime_priority,
+        track_interfaces,
+        track_pools,
     };
     Parsed {
         vrrp,
@@ -317,6 +340,111 @@ fn interface(cx: &mut Cx, path: &str, v: &Value) -> R<String> {
             format!("invalid interface name {s:?}: {why}"),
         )),
     }
+}
+
+/// `track_interfaces` or `track_pools`: an array whose entries are a name (`"eth1"`) or a
+/// table `{ name = "eth1", weight = -20 }`; `what` names one object in messages and `name`
+/// reads and checks a name. Every valid entry is kept, so one bad entry does not hide the
+/// errors of the others.
+fn tracked(
+    cx: &mut Cx,
+    path: &str,
+    v: &Value,
+    what: &str,
+    mut name: impl FnMut(&mut Cx, &str, &Value) -> R<String>,
+) -> R<Vec<Tracked>> {
+    let DeValue::Array(items) = v.get_ref() else {
+        return Err(wrong_type(
+            cx,
+            path,
+            v,
+            "an array of names or { name = ..., weight = ... } tables, e.g. [\"eth1\", { name = \"eth2\", weight = -20 }]",
+        ));
+    };
+    let mut out: Vec<(Tracked, String)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let (entry, name_at, name_path) = match item.get_ref() {
+            DeValue::String(_) => {
+                let Ok(n) = name(cx, &p, item) else { continue };
+                (
+                    Tracked {
+                        name: n,
+                        weight: None,
+                    },
+                    item.span().start,
+                    p.clone(),
+                )
+            }
+            DeValue::Table(_) => {
+                let Ok(mut t) = table(cx, &p, item, "a tracking entry") else {
+                    continue;
+                };
+                t.check_keys(cx, TRACK_KEYS);
+                let n = t.req(cx, "name", |cx, p, v| name(cx, p, v));
+                let weight = t.opt(cx, "weight", track_weight);
+                let (Ok(n), Ok(weight)) = (n, weight) else {
+                    continue;
+                };
+                let at = t.get("name").map_or(item.span().start, |v| v.span().start);
+                (Tracked { name: n, weight }, at, t.key_path("name"))
+            }
+            _ => {
+                wrong_type(
+                    cx,
+                    &p,
+                    item,
+                    &format!("the name of {what} or a {{ name = ..., weight = ... }} table"),
+                );
+                continue;
+            }
+        };
+        if let Some((_, first)) = out.iter().find(|(f, _)| f.name == entry.name) {
+            cx.error(
+                name_at,
+                &name_path,
+                format!("`{}` is listed twice (first as {first})", entry.name),
+            );
+            continue;
+        }
+        out.push((entry, p));
+    }
+    Ok(out.into_iter().map(|(t, _)| t).collect())
+}
+
+/// A tracking `weight`: nonzero, in [`Vrrp::TRACK_WEIGHT_RANGE`].
+fn track_weight(cx: &mut Cx, path: &str, v: &Value) -> R<i16> {
+    let (lo, hi) = Vrrp::TRACK_WEIGHT_RANGE;
+    let n = integer(cx, path, v, lo.into(), hi.into())?;
+    if n == 0 {
+        return Err(cx.error(
+            v.span().start,
+            path,
+            "a weight of 0 changes nothing; give a negative weight to lower the priority while the object is failed, or leave `weight` out to put the instance in FAULT",
+        ));
+    }
+    i16::try_from(n).map_err(|_| Reported)
+}
+
+/// A `track_pools` name: one of the `[[pool]]` tables (any name is accepted when a pool's own
+/// name is broken, as for a service's `pool`: that error is already reported).
+fn tracked_pool(cx: &mut Cx, path: &str, v: &Value, pools: &[ParsedPool]) -> R<String> {
+    let s = string(cx, path, v)?;
+    let mut names: Vec<&str> = Vec::new();
+    for name in pools.iter().filter_map(|p| p.name.as_deref()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.contains(&s) || pools.iter().any(|p| p.name.is_none()) {
+        return Ok(s.to_string());
+    }
+    let hint = match closest(s, names.iter().copied()) {
+        Some(c) => format!("did you mean `{c}`?"),
+        None if names.is_empty() => "no [[pool]] is defined".to_string(),
+        None => format!("defined pools: {}", names.join(", ")),
+    };
+    Err(cx.error(v.span().start, path, format!("no pool named `{s}`; {hint}")))
 }
 
 /// `version`: the integer 2 or 3.
