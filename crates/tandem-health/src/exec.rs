@@ -10,9 +10,6 @@
 //!   what the probe dispatch needs.
 //! - [`ExecOutcome`]: `Up`, `Down { code }`, `Weight { weight }`, `TimedOut { after }`,
 //!   `Killed { signal }`, `SpawnFailed { program, error }`.
-//! - [`validate_program`]`(program: &Path) -> Result<PathBuf, String>`: is this something we
-//!   can run? Same rules as [`ExecCommand::new`] in tandem-config, for re-checking at run time
-//!   (a program deleted or `chmod -x`ed since the configuration was loaded).
 //!
 //! # What the command sees
 //!
@@ -58,7 +55,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -481,109 +478,6 @@ fn io_phrase(e: &io::Error) -> String {
     }
 }
 
-/// Can `program` be run? A bare name is looked up in the daemon's `PATH`; a path must be
-/// absolute and name an existing regular file that someone may execute. Returns the path to
-/// run; the error is operator-facing, e.g. ``command `/usr/local/bin/chk` does not exist``.
-///
-/// The same rules as tandem-config's [`ExecCommand::new`] (which cannot call this: the
-/// dependency goes the other way), for re-checking when a check starts.
-pub fn validate_program(program: &Path) -> Result<PathBuf, String> {
-    let search_path = std::env::var_os("PATH");
-    validate_program_in(program, search_path.as_deref())
-}
-
-/// [`validate_program`] with an explicit `PATH` value (tests must not change the process's).
-fn validate_program_in(
-    program: &Path,
-    search_path: Option<&std::ffi::OsStr>,
-) -> Result<PathBuf, String> {
-    use std::os::unix::ffi::OsStrExt;
-    let shown = program.display();
-    if program.as_os_str().is_empty() {
-        return Err("command is empty".into());
-    }
-    if program.as_os_str().as_bytes().contains(&b'/') {
-        if !program.is_absolute() {
-            return Err(format!(
-                "command `{shown}` is a relative path; write an absolute path, or a bare name to \
-                 look up in PATH"
-            ));
-        }
-        return match executable(program) {
-            Ok(()) => Ok(program.to_path_buf()),
-            Err(why) => Err(format!("command `{shown}` {why}")),
-        };
-    }
-    let Some(dirs) = search_path.filter(|p| !p.is_empty()) else {
-        return Err(format!(
-            "command `{shown}` not found (PATH is not set; write an absolute path)"
-        ));
-    };
-    let mut refused = None;
-    // Relative PATH entries (and empty ones, meaning ".") depend on the daemon's working
-    // directory, so they are skipped.
-    for dir in std::env::split_paths(dirs).filter(|d| d.is_absolute()) {
-        let candidate = dir.join(program);
-        match executable(&candidate) {
-            Ok(()) => return Ok(candidate),
-            Err(NotRunnable::Missing) => {}
-            Err(why) => {
-                refused.get_or_insert(format!("`{}` {why}", candidate.display()));
-            }
-        }
-    }
-    let dirs = Path::new(dirs).display();
-    Err(match refused {
-        Some(found) => format!("command `{shown}` not found in PATH as an executable ({found})"),
-        None => format!("command `{shown}` not found in PATH ({dirs})"),
-    })
-}
-
-/// Why a path cannot be run.
-#[derive(Debug)]
-enum NotRunnable {
-    Missing,
-    Directory,
-    NotAFile,
-    NotExecutable { mode: u32 },
-    Uninspectable(String),
-}
-
-impl fmt::Display for NotRunnable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NotRunnable::Missing => f.write_str("does not exist"),
-            NotRunnable::Directory => f.write_str("is a directory"),
-            NotRunnable::NotAFile => f.write_str("is not a regular file"),
-            NotRunnable::NotExecutable { mode } => {
-                write!(f, "is not executable (mode {mode:o}; chmod +x it)")
-            }
-            NotRunnable::Uninspectable(why) => write!(f, "cannot be inspected: {why}"),
-        }
-    }
-}
-
-/// Is `path` (symlinks followed) a regular file that someone may execute?
-fn executable(path: &Path) -> Result<(), NotRunnable> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(NotRunnable::Missing),
-        Err(e) => return Err(NotRunnable::Uninspectable(io_phrase(&e))),
-    };
-    if meta.is_dir() {
-        return Err(NotRunnable::Directory);
-    }
-    if !meta.is_file() {
-        return Err(NotRunnable::NotAFile);
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o111 == 0 {
-        return Err(NotRunnable::NotExecutable { mode });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,7 +710,7 @@ mod tests {
         let pids = pids_from(&file).await;
         // The shell was reaped by us: not even a zombie is left.
         assert!(
-            !Path::new(&format!("/proc/{}", pids[0])).exists(),
+            !std::path::Path::new(&format!("/proc/{}", pids[0])).exists(),
             "{pids:?}"
         );
         // The grandchild (the background sleep) was killed with the group.
@@ -925,71 +819,6 @@ mod tests {
             ExecOutcome::SpawnFailed { error, .. } => assert_eq!(error, "permission denied"),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn validate_program_cases() {
-        use std::ffi::OsStr;
-        use std::os::unix::fs::PermissionsExt;
-        let path = Some(OsStr::new("relative/bin:/nonexistent:/bin:/usr/bin"));
-        let check = |p: &str| validate_program_in(Path::new(p), path);
-
-        assert_eq!(check("/bin/sh"), Ok(PathBuf::from("/bin/sh")));
-        let found = check("sh").unwrap();
-        assert!(found.is_absolute() && found.ends_with("sh"), "{found:?}");
-        assert_eq!(
-            check("/nonexistent/chk"),
-            Err("command `/nonexistent/chk` does not exist".into())
-        );
-        assert_eq!(check("/tmp"), Err("command `/tmp` is a directory".into()));
-        assert_eq!(
-            check("/dev/null"),
-            Err("command `/dev/null` is not a regular file".into())
-        );
-        assert_eq!(
-            check("./chk"),
-            Err(
-                "command `./chk` is a relative path; write an absolute path, or a bare name to \
-                 look up in PATH"
-                    .into()
-            )
-        );
-        assert_eq!(
-            check("no-such-check-anywhere"),
-            Err("command `no-such-check-anywhere` not found in PATH \
-                 (relative/bin:/nonexistent:/bin:/usr/bin)"
-                .into())
-        );
-        assert_eq!(
-            validate_program_in(Path::new("sh"), None),
-            Err("command `sh` not found (PATH is not set; write an absolute path)".into())
-        );
-        assert_eq!(check(""), Err("command is empty".into()));
-
-        let file = TempPath::new("validate");
-        std::fs::write(&file.0, "#!/bin/sh\nexit 0\n").unwrap();
-        std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(
-            check(file.as_str()),
-            Err(format!(
-                "command `{}` is not executable (mode 644; chmod +x it)",
-                file.as_str()
-            ))
-        );
-        // A bare name found only as a non-executable file says so.
-        let dir = file.0.parent().unwrap().to_str().unwrap().to_string();
-        let name = file.0.file_name().unwrap().to_str().unwrap().to_string();
-        let only_there = Some(OsStr::new(&dir));
-        let err = validate_program_in(Path::new(&name), only_there).unwrap_err();
-        assert!(err.contains("not found in PATH as an executable"), "{err}");
-        assert!(err.contains("is not executable"), "{err}");
-        // Executable by its owner only still counts ("by someone").
-        std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert_eq!(check(file.as_str()), Ok(file.0.clone()));
-        assert_eq!(
-            validate_program_in(Path::new(&name), only_there),
-            Ok(file.0.clone())
-        );
     }
 
     #[test]

@@ -5,20 +5,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-async fn pool_backends(admin: SocketAddr) -> Option<Vec<serde_json::Value>> {
-    let out = curl(&["-s", &format!("http://{admin}/api/v1/pools/p")]).await;
-    if !out.ok {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["backends"].as_array().cloned()
-}
 
 /// Children of `pid` as `(name, state)`, read from /proc (`Z` = zombie: exited, never reaped).
 fn children(pid: i32) -> Vec<(String, String)> {
@@ -90,7 +80,7 @@ pool = "p"
         "exec verdicts for all four",
         Duration::from_secs(6),
         || async {
-            pool_backends(admin)
+            pool_backends(admin, "p")
                 .await
                 .filter(|v| v.iter().all(|b| b["state"] != "unknown"))
         },

@@ -71,12 +71,7 @@ impl Drop for PyBackend {
 
 /// The admin API's view of pool `p`'s backends.
 async fn backends(admin: SocketAddr) -> Option<Vec<serde_json::Value>> {
-    let out = curl(&["-s", &format!("http://{admin}/api/v1/pools/p")]).await;
-    if !out.ok {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["backends"].as_array().cloned()
+    pool_backends(admin, "p").await
 }
 
 async fn state_of(admin: SocketAddr, backend: SocketAddr) -> Option<serde_json::Value> {

@@ -891,3 +891,13 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// The backends of `pool` as the admin API at `admin` shows them (`None` while it is not up).
+pub async fn pool_backends(admin: SocketAddr, pool: &str) -> Option<Vec<serde_json::Value>> {
+    let out = curl(&["-s", &format!("http://{admin}/api/v1/pools/{pool}")]).await;
+    if !out.ok {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["backends"].as_array().cloned()
+}
