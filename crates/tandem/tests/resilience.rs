@@ -81,6 +81,50 @@ async fn state_of(admin: SocketAddr, backend: SocketAddr) -> Option<serde_json::
         .find(|b| b["address"] == backend.to_string())
 }
 
+/// Methods of the requests a [`dropper_backend`] received.
+type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A backend that reads each request head, records its method, then closes without a word:
+/// the request may or may not have been acted on, which is exactly the case where only an
+/// idempotent request may be replayed.
+async fn dropper_backend(n: u8) -> (RawBackend, Seen) {
+    let methods: Seen = Arc::default();
+    let seen = Arc::clone(&methods);
+    let dropper = RawBackend::start(ip(n), move |mut s| {
+        let seen = Arc::clone(&seen);
+        async move {
+            if let Some((head, _)) = read_head(&mut s).await {
+                let method = head.split(' ').next().unwrap_or_default().to_string();
+                seen.lock().expect("methods").push(method);
+            }
+            drop(s);
+        }
+    })
+    .await;
+    (dropper, methods)
+}
+
+/// A backend that is healthy until `hang` is set; then it accepts and reads requests (checks
+/// included) and never answers, counting them in `waiting`: the backend host froze, its
+/// sockets still open.
+async fn hangable_backend(n: u8) -> (HttpBackend, Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let hang = Arc::new(AtomicBool::new(false));
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let (h, w) = (Arc::clone(&hang), Arc::clone(&waiting));
+    let hung = HttpBackend::start(ip(n), move |_req| {
+        let (h, w) = (Arc::clone(&h), Arc::clone(&w));
+        async move {
+            if h.load(Ordering::SeqCst) {
+                w.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+            response(200, "hung\n")
+        }
+    })
+    .await;
+    (hung, hang, waiting)
+}
+
 fn with_admin(cfg: String, n: u8) -> (String, SocketAddr) {
     let admin = addr(n, 9900);
     (
@@ -225,21 +269,7 @@ async fn tcp_check_misses_an_erroring_backend_http_check_catches_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_is_replayed_on_another_backend_post_never_is() {
     let n = 82;
-    let methods = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = Arc::clone(&methods);
-    // Reads the request, then closes without a word: the request may or may not have been
-    // acted on, which is exactly the case where only an idempotent request may be replayed.
-    let dropper = RawBackend::start(ip(n), move |mut s| {
-        let seen = Arc::clone(&seen);
-        async move {
-            if let Some((head, _)) = read_head(&mut s).await {
-                let method = head.split(' ').next().unwrap_or_default().to_string();
-                seen.lock().expect("methods").push(method);
-            }
-            drop(s);
-        }
-    })
-    .await;
+    let (dropper, methods) = dropper_backend(n).await;
     let good = text_backend(ip(n), "good\n").await;
     let cfg = config(
         n,
@@ -334,22 +364,7 @@ async fn refused_connects_go_elsewhere_and_eject_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_on_a_hung_backend_move_when_it_is_marked_down() {
     let n = 84;
-    let hang = Arc::new(AtomicBool::new(false));
-    let waiting = Arc::new(AtomicUsize::new(0));
-    let (h, w) = (Arc::clone(&hang), Arc::clone(&waiting));
-    // Healthy until told to hang; then it accepts and reads requests (checks included) and
-    // never answers: the backend host froze, its sockets still open.
-    let hung = HttpBackend::start(ip(n), move |_req| {
-        let (h, w) = (Arc::clone(&h), Arc::clone(&w));
-        async move {
-            if h.load(Ordering::SeqCst) {
-                w.fetch_add(1, Ordering::SeqCst);
-                std::future::pending::<()>().await;
-            }
-            response(200, "hung\n")
-        }
-    })
-    .await;
+    let (hung, hang, waiting) = hangable_backend(n).await;
     let good = text_backend(ip(n), "good\n").await;
     let (interval, timeout, fall) = (200, 100, 2);
     let (cfg, admin) = with_admin(
@@ -515,19 +530,7 @@ async fn read_until_closed_or(s: &mut tokio::net::TcpStream, within: Duration) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_requests_get_the_same_replay_rules() {
     let n = 88;
-    let methods = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = Arc::clone(&methods);
-    let dropper = RawBackend::start(ip(n), move |mut s| {
-        let seen = Arc::clone(&seen);
-        async move {
-            if let Some((head, _)) = read_head(&mut s).await {
-                let method = head.split(' ').next().unwrap_or_default().to_string();
-                seen.lock().expect("methods").push(method);
-            }
-            drop(s);
-        }
-    })
-    .await;
+    let (dropper, methods) = dropper_backend(n).await;
     let good = text_backend(ip(n), "good\n").await;
     let cfg = config(
         n,
@@ -601,20 +604,7 @@ async fn h2c_requests_get_the_same_replay_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_requests_waiting_on_a_hung_backend_move_when_it_is_marked_down() {
     let n = 89;
-    let hang = Arc::new(AtomicBool::new(false));
-    let waiting = Arc::new(AtomicUsize::new(0));
-    let (h, w) = (Arc::clone(&hang), Arc::clone(&waiting));
-    let hung = HttpBackend::start(ip(n), move |_req| {
-        let (h, w) = (Arc::clone(&h), Arc::clone(&w));
-        async move {
-            if h.load(Ordering::SeqCst) {
-                w.fetch_add(1, Ordering::SeqCst);
-                std::future::pending::<()>().await;
-            }
-            response(200, "hung\n")
-        }
-    })
-    .await;
+    let (hung, hang, waiting) = hangable_backend(n).await;
     let good = text_backend(ip(n), "good\n").await;
     let (cfg, admin) = with_admin(
         config(
