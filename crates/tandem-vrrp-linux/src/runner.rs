@@ -180,11 +180,27 @@ impl InstanceStatus {
 /// Shared, always-current status of one instance.
 pub type SharedStatus = Arc<Mutex<InstanceStatus>>;
 
+/// One change of state, in the order the instance went through them. Sent on an unbounded
+/// channel ([`RunnerHandle::take_transitions`]) so the VRRP thread never waits for whoever
+/// runs notify scripts or records events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+    /// The effective priority at the time of the change.
+    pub priority: u8,
+    /// The master's address as known then (ours when `to` is Master).
+    pub master_address: Option<IpAddr>,
+    /// Wall-clock time of the change, for the event log.
+    pub at: std::time::SystemTime,
+}
+
 /// A running instance: its command channel, its status, its thread.
 #[derive(Debug)]
 pub struct RunnerHandle {
     commands: mpsc::UnboundedSender<Command>,
     status: SharedStatus,
+    transitions: Mutex<Option<mpsc::UnboundedReceiver<Transition>>>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -203,6 +219,15 @@ impl RunnerHandle {
                 "the VRRP instance loop has ended",
             )
         })
+    }
+
+    /// Every state change from the start on, in order (the first is Initialize → Backup or
+    /// Master). `None` after the first call: there is one consumer.
+    pub fn take_transitions(&self) -> Option<mpsc::UnboundedReceiver<Transition>> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The shared status (for the admin API to keep).
@@ -270,16 +295,28 @@ pub fn spawn(config: RunnerConfig, vips: Box<dyn Vips>) -> io::Result<RunnerHand
         config.instance.priority,
     )));
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (transitions_tx, transitions_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std_mpsc::sync_channel::<io::Result<()>>(1);
     let thread_status = Arc::clone(&status);
     let thread = std::thread::Builder::new()
         .name(format!("vrrp-{}", config.instance.vrid))
-        .spawn(move || thread_main(config, instance, vips, thread_status, commands_rx, ready_tx))
+        .spawn(move || {
+            thread_main(
+                config,
+                instance,
+                vips,
+                thread_status,
+                commands_rx,
+                transitions_tx,
+                ready_tx,
+            )
+        })
         .map_err(|e| io::Error::new(e.kind(), format!("spawning the VRRP thread: {e}")))?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(RunnerHandle {
             commands: commands_tx,
             status,
+            transitions: Mutex::new(Some(transitions_rx)),
             thread: Some(thread),
         }),
         Ok(Err(e)) => {
@@ -337,6 +374,7 @@ fn thread_main(
     mut vips: Box<dyn Vips>,
     status: SharedStatus,
     commands: mpsc::UnboundedReceiver<Command>,
+    transitions: mpsc::UnboundedSender<Transition>,
     ready: std_mpsc::SyncSender<io::Result<()>>,
 ) -> io::Result<()> {
     let vrid = config.instance.vrid;
@@ -392,6 +430,7 @@ fn thread_main(
             vips,
             socket,
             status,
+            transitions,
             stats: Stats::default(),
             garp: Garp::default(),
             out: Vec::new(),
@@ -463,6 +502,7 @@ struct Runner {
     vips: Box<dyn Vips>,
     socket: VrrpSocket,
     status: SharedStatus,
+    transitions: mpsc::UnboundedSender<Transition>,
     stats: Stats,
     garp: Garp,
     /// Encoding buffer, reused.
@@ -658,6 +698,14 @@ impl Runner {
         let mut status = lock(&self.status);
         let state = self.fsm.state();
         if status.state != state {
+            // Nobody listening (the receiver was dropped or never taken) is fine.
+            let _ = self.transitions.send(Transition {
+                from: status.state,
+                to: state,
+                priority: self.fsm.effective_priority(),
+                master_address: self.fsm.master_address(),
+                at: std::time::SystemTime::now(),
+            });
             status.since = Instant::now();
             status.state = state;
         }

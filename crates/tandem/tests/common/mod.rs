@@ -8,6 +8,7 @@
 
 pub mod load;
 pub mod netns;
+pub mod vrrp;
 
 use std::convert::Infallible;
 use std::future::Future;
