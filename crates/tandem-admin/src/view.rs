@@ -96,19 +96,50 @@ pub struct VrrpView {
     pub last_error: Option<String>,
     /// Whether a tracked object without weight is failed, which holds the instance in FAULT.
     pub fault: bool,
-    /// Every tracked interface and pool with its current verdict.
+    /// Every tracked object (interface, pool, script, quorum) with its current verdict.
     pub tracked: Vec<TrackedView>,
+    /// The most recent state changes, oldest first, with what their notify commands did.
+    pub events: Vec<VrrpEventView>,
 }
 
-/// One `track_interfaces` or `track_pools` entry of a VRRP instance.
+/// One state change of a VRRP instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VrrpEventView {
+    /// RFC 3339 time of the change.
+    pub at: String,
+    pub from: &'static str,
+    pub to: &'static str,
+    /// The priority in effect at the change.
+    pub priority: u8,
+    pub master_address: Option<std::net::IpAddr>,
+    /// The notify commands run for it, in order (empty when none is configured for the
+    /// state); absent results mean still queued or running.
+    pub notify: Vec<NotifyRunView>,
+}
+
+/// One notify command run for an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotifyRunView {
+    /// `master`, `backup`, `fault`, `stop` or `any`.
+    pub command: &'static str,
+    /// `exit 0`, `exit 3: message`, `timed out after 30s (process group killed)`...; null
+    /// while queued or running.
+    pub result: Option<String>,
+    pub ok: Option<bool>,
+    pub duration_ms: Option<u64>,
+}
+
+/// One tracked object of a VRRP instance: a `track_interfaces`, `track_pools` or
+/// `track_scripts` entry, its own interface, or its quorum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TrackedView {
-    /// `interface` or `pool`.
+    /// `interface`, `pool`, `script` or `quorum`.
     pub kind: &'static str,
     pub name: String,
     /// Added to the priority while failed; null means the instance goes to FAULT instead.
     pub weight: Option<i16>,
-    /// Up (interface) or with an eligible backend (pool).
+    /// Up (interface), with an eligible backend (pool), passing (script), enough witnesses
+    /// reached (quorum).
     pub ok: bool,
     /// Why it is failed, in words; null while ok.
     pub reason: Option<String>,

@@ -23,6 +23,8 @@ pub struct Config {
     pub services: Vec<Service>,
     /// `[[vrrp]]` instances, in file order.
     pub vrrp: Vec<Vrrp>,
+    /// `[[vrrp_script]]` check commands, in file order.
+    pub vrrp_scripts: Vec<VrrpScript>,
 }
 
 /// `[runtime]`

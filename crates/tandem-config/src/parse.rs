@@ -25,6 +25,7 @@ use crate::{ConfigError, ConfigErrors};
 
 mod health;
 mod vrrp;
+mod vrrp_ops;
 use health::health;
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -353,7 +354,7 @@ fn array_of_tables<'a, 'i>(
 // ---------------------------------------------------------------------------------------------
 // The schema
 
-const ROOT_KEYS: &[&str] = &["runtime", "admin", "pool", "service", "vrrp"];
+const ROOT_KEYS: &[&str] = &["runtime", "admin", "pool", "service", "vrrp", "vrrp_script"];
 /// Keys shown in the design but not implemented yet: say "planned", not "misspelt".
 const PLANNED: &[(&str, &str)] = &[];
 const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout"];
@@ -431,8 +432,12 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         ),
         None => Vec::new(),
     };
+    let scripts = match root.get("vrrp_script") {
+        Some(v) => vrrp_ops::scripts(cx, v),
+        None => (Vec::new(), false),
+    };
     let vrrp = match root.get("vrrp") {
-        Some(v) => vrrp::vrrps(cx, v, &pools),
+        Some(v) => vrrp::vrrps(cx, v, &pools, &scripts),
         None => Vec::new(),
     };
     Config {
@@ -441,6 +446,7 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         pools: pools.into_iter().map(|p| p.pool).collect(),
         services,
         vrrp,
+        vrrp_scripts: scripts.0,
     }
 }
 

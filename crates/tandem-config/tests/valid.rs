@@ -152,6 +152,7 @@ idle_timeout = "1h"
             },
         ],
         vrrp: Vec::new(),
+        vrrp_scripts: Vec::new(),
         services: vec![
             Service {
                 name: "www".into(),
@@ -231,6 +232,7 @@ pool = "p"
             slow_start: None,
         }],
         vrrp: Vec::new(),
+        vrrp_scripts: Vec::new(),
         services: vec![Service {
             name: "s".into(),
             listen: addr("127.0.0.1:8080"),

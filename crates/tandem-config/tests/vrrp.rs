@@ -20,6 +20,10 @@ fn tracked(name: &str, weight: Option<i16>) -> Tracked {
     }
 }
 
+fn cmd(argv: &[&str]) -> ExecCommand {
+    ExecCommand::new(argv.iter().map(|s| s.to_string()).collect(), None).expect("test command")
+}
+
 fn vip(s: &str, prefix_len: u8) -> VirtualIp {
     VirtualIp {
         address: ip(s),
@@ -88,6 +92,28 @@ checksum = "rfc9568"
 realtime_priority = 10
 track_interfaces = [{ name = "eth1", weight = -20 }, "eth2", { name = "bond0", weight = 5 }]
 track_pools = [{ name = "web", weight = -50 }, "api"]
+track_scripts = ["chk_nginx", { name = "chk_disk", weight = -5 }, { name = "chk_nginx2" }]
+notify = { master = ["/bin/true", "became"], backup = ["/bin/true"], fault = ["/bin/true"], stop = ["/bin/true"], any = ["/bin/true", "any"], timeout = "5s" }
+quorum = { witnesses = ["198.51.100.1", "198.51.100.254:443", "[2001:db8::1]:80"], need = 2, interval = "500ms", timeout = "300ms", rise = 1, fall = 2 }
+use_vmac = true
+
+[[vrrp_script]]
+name = "chk_nginx"
+command = ["/bin/true", "--nginx"]
+weight = -30
+
+[[vrrp_script]]
+name = "chk_disk"
+command = ["/bin/true"]
+interval = "10s"
+timeout = "3s"
+rise = 2
+fall = 3
+weight = -1
+
+[[vrrp_script]]
+name = "chk_nginx2"
+command = ["/bin/true"]
 "#;
     let cfg = parse(src);
     assert_eq!(
@@ -115,7 +141,67 @@ track_pools = [{ name = "web", weight = -50 }, "api"]
                 tracked("bond0", Some(5)),
             ],
             track_pools: vec![tracked("web", Some(-50)), tracked("api", None)],
+            // Entry weight wins over the script's; an entry without one takes the script's.
+            track_scripts: vec![
+                tracked("chk_nginx", Some(-30)),
+                tracked("chk_disk", Some(-5)),
+                tracked("chk_nginx2", None),
+            ],
+            notify: Notify {
+                master: Some(cmd(&["/bin/true", "became"])),
+                backup: Some(cmd(&["/bin/true"])),
+                fault: Some(cmd(&["/bin/true"])),
+                stop: Some(cmd(&["/bin/true"])),
+                any: Some(cmd(&["/bin/true", "any"])),
+                timeout: Duration::from_secs(5),
+            },
+            quorum: Some(Quorum {
+                witnesses: vec![
+                    Witness::Icmp(ip("198.51.100.1")),
+                    Witness::Tcp("198.51.100.254:443".parse().unwrap()),
+                    Witness::Tcp("[2001:db8::1]:80".parse().unwrap()),
+                ],
+                need: 2,
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_millis(300),
+                fall: 2,
+                rise: 1,
+            }),
+            use_vmac: true,
+            password: None,
         }]
+    );
+    assert_eq!(
+        cfg.vrrp_scripts,
+        [
+            VrrpScript {
+                name: "chk_nginx".into(),
+                command: cmd(&["/bin/true", "--nginx"]),
+                interval: VrrpScript::DEFAULT_INTERVAL,
+                timeout: VrrpScript::DEFAULT_INTERVAL,
+                rise: 1,
+                fall: 1,
+                weight: Some(-30),
+            },
+            VrrpScript {
+                name: "chk_disk".into(),
+                command: cmd(&["/bin/true"]),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(3),
+                rise: 2,
+                fall: 3,
+                weight: Some(-1),
+            },
+            VrrpScript {
+                name: "chk_nginx2".into(),
+                command: cmd(&["/bin/true"]),
+                interval: VrrpScript::DEFAULT_INTERVAL,
+                timeout: VrrpScript::DEFAULT_INTERVAL,
+                rise: 1,
+                fall: 1,
+                weight: None,
+            },
+        ]
     );
     assert_eq!(cfg.vrrp[0].virtual_ips[1].to_string(), "198.51.100.11/32");
     assert!(!cfg.vrrp[0].is_ipv6());
@@ -145,8 +231,17 @@ fn defaults() {
             realtime_priority: None,
             track_interfaces: Vec::new(),
             track_pools: Vec::new(),
+            track_scripts: Vec::new(),
+            notify: Notify {
+                timeout: Notify::DEFAULT_TIMEOUT,
+                ..Notify::default()
+            },
+            quorum: None,
+            use_vmac: false,
+            password: None,
         }]
     );
+    assert!(cfg.vrrp[0].notify.is_empty());
     assert_eq!(Vrrp::DEFAULT_PRIORITY, 100);
     assert!(parse("").vrrp.is_empty());
 }
@@ -243,15 +338,11 @@ fn unknown_planned_and_keepalived_keys() {
     );
     with(
         "foo = 1\n",
-        "t.toml:6:1: vrrp[vi].foo: unknown key `foo` in [[vrrp]]; known keys: name, interface, vrid, priority, version, advert_interval, virtual_ips, preempt, preempt_delay, accept, unicast_peers, garp_master_delay, garp_master_repeat, garp_master_refresh, checksum, realtime_priority, track_interfaces, track_pools",
+        "t.toml:6:1: vrrp[vi].foo: unknown key `foo` in [[vrrp]]; known keys: name, interface, vrid, priority, version, advert_interval, virtual_ips, preempt, preempt_delay, accept, unicast_peers, garp_master_delay, garp_master_repeat, garp_master_refresh, checksum, realtime_priority, track_interfaces, track_pools, track_scripts, notify, quorum, use_vmac, password",
     );
     let planned = [
-        ("use_vmac = true", "`use_vmac` is not supported yet; remove it for now"),
-        ("track_scripts = [\"chk\"]", "`track_scripts` is not supported yet; remove it for now (without it this instance does not react to check scripts)"),
-        ("notify = \"/usr/local/bin/notify\"", "`notify` is not supported yet; remove it for now"),
-        ("quorum = 2", "`quorum` is not supported yet; remove it for now (without it this instance does not react to how many backends are up)"),
-        ("password = \"secret\"", "`password` is not supported yet; remove it for now"),
-        ("auth = \"secret\"", "`auth` is not supported yet; remove it for now"),
+        ("auth = \"secret\"", "unknown key `auth`: VRRPv2 simple authentication is written password = \"...\" (at most 8 bytes); VRRPv3 has no authentication (RFC 5798 removed it)"),
+        ("track_script = [\"chk\"]", "unknown key `track_script` (keepalived's name); tandem calls it `track_scripts` and takes names of [[vrrp_script]] tables"),
         ("virtual_router_id = 51", "unknown key `virtual_router_id` (keepalived's name); tandem calls it `vrid`"),
         ("advert_int = 1", "unknown key `advert_int` (keepalived's name); tandem calls it `advert_interval` and takes a duration, e.g. advert_interval = \"1s\""),
         ("virtual_ipaddress = []", "unknown key `virtual_ipaddress` (keepalived's name); tandem calls it `virtual_ips`, e.g. virtual_ips = [\"198.51.100.10/24\"]"),
@@ -675,4 +766,71 @@ fn tracking_errors() {
             "t.toml:12:47: vrrp[vi].track_pools[1].weight: a weight of 0 changes nothing; give a negative weight to lower the priority while the object is failed, or leave `weight` out to put the instance in FAULT",
         ]
     );
+}
+
+#[test]
+fn scripts_notify_quorum_password_errors() {
+    with(
+        "track_scripts = [\"chk\"]\n",
+        "t.toml:6:18: vrrp[vi].track_scripts[0]: no vrrp_script named `chk`; no [[vrrp_script]] is defined; define the check as [[vrrp_script]] with a name and a command",
+    );
+    one(
+        &format!("{BASE}track_scripts = [\"chk_ngnix\"]\n[[vrrp_script]]\nname = \"chk_nginx\"\ncommand = [\"/bin/true\"]\n"),
+        "t.toml:6:18: vrrp[vi].track_scripts[0]: no vrrp_script named `chk_ngnix`; did you mean `chk_nginx`?",
+    );
+    one(
+        "[[vrrp_script]]\nname = \"c\"\n",
+        "t.toml:1:1: vrrp_script[c].command: missing required key `command` in [[vrrp_script]]",
+    );
+    one(
+        "[[vrrp_script]]\nname = \"c\"\ncommand = [\"/nonexistent/chk\"]\n",
+        "t.toml:3:12: vrrp_script[c].command[0]: command `/nonexistent/chk` not found",
+    );
+    with(
+        "notify = \"/bin/true\"\n",
+        "t.toml:6:10: vrrp[vi].notify: expected a table of commands per state, e.g. { master = [\"/usr/local/bin/notify\", \"master\"], backup = [...] }, found a string",
+    );
+    with(
+        "notify = { mastr = [\"/bin/true\"] }\n",
+        "t.toml:6:12: vrrp[vi].notify.mastr: unknown key `mastr`; did you mean `master`?",
+    );
+    with(
+        "notify = { master = \"/bin/true x\" }\n",
+        "t.toml:6:21: vrrp[vi].notify.master: expected an array of strings such as [\"/usr/local/bin/check-db\", \"--port\", \"5432\"] (no shell runs it: one string per argument), found a string",
+    );
+    with(
+        "quorum = { witnesses = [] }\n",
+        "t.toml:6:24: vrrp[vi].quorum.witnesses: no witnesses: list at least one address this node must reach to hold master, or remove `quorum`",
+    );
+    with(
+        "quorum = { witnesses = [\"gw\"] }\n",
+        "t.toml:6:25: vrrp[vi].quorum.witnesses[0]: invalid witness \"gw\": write an IP address to ping (\"203.0.113.1\") or an address with a port to connect to (\"203.0.113.1:443\", \"[2001:db8::1]:443\")",
+    );
+    with(
+        "quorum = { witnesses = [\"198.51.100.1\"], need = 2 }\n",
+        "t.toml:6:49: vrrp[vi].quorum.need: need = 2 but only 1 witness(es) are listed; the node could never hold master",
+    );
+    with(
+        "quorum = { witnesses = [\"198.51.100.1\", \"198.51.100.1\"] }\n",
+        "t.toml:6:41: vrrp[vi].quorum.witnesses[1]: witness 198.51.100.1 is listed twice",
+    );
+    with(
+        "password = \"secret\"\n",
+        "t.toml:6:1: vrrp[vi].password: `password` needs version = 2: VRRPv3 has no authentication (RFC 5798 removed it as it protects nothing; use unicast_peers or a separate VLAN)",
+    );
+    with(
+        "version = 2\npassword = \"too-long-9\"\n",
+        "t.toml:7:12: vrrp[vi].password: a VRRPv2 password is 1 to 8 bytes (RFC 2338 5.3.6), got 10",
+    );
+    // Defaults: majority of witnesses; notify keeps its timeout; v2 password kept.
+    let cfg = parse(&format!(
+        "{BASE}version = 2\npassword = \"s3cret\"\nquorum = {{ witnesses = [\"198.51.100.1\", \"198.51.100.2\", \"198.51.100.3:22\"] }}\n"
+    ));
+    let q = cfg.vrrp[0].quorum.as_ref().expect("quorum");
+    assert_eq!(q.need, 2);
+    assert_eq!(
+        (q.interval, q.timeout, q.fall, q.rise),
+        (Quorum::DEFAULT_INTERVAL, Quorum::DEFAULT_TIMEOUT, 3, 2)
+    );
+    assert_eq!(cfg.vrrp[0].password.as_deref(), Some("s3cret"));
 }

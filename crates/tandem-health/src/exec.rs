@@ -206,15 +206,35 @@ pub async fn run(
     timeout: Duration,
     dynamic_weight: bool,
 ) -> ExecReport {
-    let deadline = deadline(timeout);
-    let (outcome, output) = match spawn(command, target) {
-        Ok(child) => supervise(child, command, deadline, timeout, dynamic_weight).await,
-        Err(e) => (spawn_failed(command, &e), None),
-    };
+    let env = [
+        (ENV_ADDRESS, target.ip().to_string()),
+        (ENV_PORT, target.port().to_string()),
+        (ENV_BACKEND, authority(target)),
+    ];
+    let (outcome, output) = run_command(command, &[], &env, timeout, dynamic_weight).await;
     ExecReport {
         target,
         outcome,
         output,
+    }
+}
+
+/// Run `command` once with `extra_args` after its own arguments and `env` added to the
+/// daemon's environment, within `timeout`, with the same process management as [`run`] (own
+/// process group, killed at the timeout or when dropped, always reaped). Returns how it ended
+/// and the first line of its output. For commands that are not about one backend: VRRP track
+/// scripts and notify commands.
+pub async fn run_command(
+    command: &ExecCommand,
+    extra_args: &[String],
+    env: &[(&str, String)],
+    timeout: Duration,
+    dynamic_weight: bool,
+) -> (ExecOutcome, Option<String>) {
+    let deadline = deadline(timeout);
+    match spawn(command, extra_args, env) {
+        Ok(child) => supervise(child, command, deadline, timeout, dynamic_weight).await,
+        Err(e) => (spawn_failed(command, &e), None),
     }
 }
 
@@ -225,13 +245,16 @@ fn deadline(timeout: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }
 
-fn spawn(command: &ExecCommand, target: SocketAddr) -> io::Result<Child> {
+fn spawn(
+    command: &ExecCommand,
+    extra_args: &[String],
+    env: &[(&str, String)],
+) -> io::Result<Child> {
     Command::new(&command.path)
         .arg0(&command.program)
         .args(&command.args)
-        .env(ENV_ADDRESS, target.ip().to_string())
-        .env(ENV_PORT, target.port().to_string())
-        .env(ENV_BACKEND, authority(target))
+        .args(extra_args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -71,9 +71,19 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         .context("cannot build the control-plane runtime")?;
     // After the listeners are bound (the kernel queues connections from then on), before the
     // data plane starts: a VRRP failure (no such interface...) still leaves nothing running.
+    // Scripts and quorum witnesses are checked once before the instances start, so each
+    // starts with the priority and FAULT state its checks call for (vrrp_probes).
+    let probes = control.block_on(crate::vrrp_probes::Probes::first_rounds(&cfg));
     let vrrp = crate::vrrp::start_all(&cfg.vrrp)?;
     let vrrp_sources = vrrp.iter().map(crate::vrrp::admin_source).collect();
-    let tracking = crate::vrrp_track::Tracking::new(&vrrp, &topology);
+    let tracking = crate::vrrp_track::Tracking::new(&vrrp, &topology, &probes);
+    let notifiers = crate::vrrp::notifiers(&vrrp);
+    let notify_timeout = cfg
+        .vrrp
+        .iter()
+        .map(|v| v.notify.timeout)
+        .max()
+        .unwrap_or_default();
     let dataplane = Dataplane::start(bound, &topology, cfg.runtime.drain_timeout)?;
     for (name, addr) in &started.services {
         tracing::info!(service = %name, %addr, workers, "listening");
@@ -86,6 +96,11 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         }
         tokio::spawn(tick_pools(Arc::clone(&topology), stop_rx.clone()));
         tokio::spawn(tracking.run(stop_rx.clone()));
+        probes.spawn(&stop_rx);
+        let notifiers: Vec<_> = notifiers
+            .into_iter()
+            .map(|n| tokio::spawn(n.run()))
+            .collect();
         let state = Arc::new(
             AdminState::new(Arc::clone(&topology), services, env!("CARGO_PKG_VERSION"))
                 .with_vrrp(vrrp_sources),
@@ -100,6 +115,19 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || crate::vrrp::stop_all(vrrp))
             .await
             .context("stopping the VRRP instances")?;
+        // The `stop` notifications (and any still queued) run before the process exits,
+        // each bounded by its timeout; past twice that, stop waiting.
+        let notified = async {
+            for n in notifiers {
+                let _ = n.await;
+            }
+        };
+        if tokio::time::timeout(notify_timeout * 2 + Duration::from_secs(1), notified)
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping without waiting for the remaining VRRP notify commands");
+        }
         tracing::info!(signal, "shutting down: draining open connections");
         let _ = stop_tx.send(true);
         tokio::task::spawn_blocking(move || dataplane.stop())

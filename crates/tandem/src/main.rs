@@ -9,6 +9,8 @@ mod daemon;
 mod demo;
 mod logging;
 mod vrrp;
+mod vrrp_notify;
+mod vrrp_probes;
 mod vrrp_track;
 
 use std::process::ExitCode;

@@ -24,6 +24,8 @@ pub struct Running {
     pub handle: RunnerHandle,
     /// What tracking ([`crate::vrrp_track`]) last decided, for the admin API.
     pub tracked: crate::vrrp_track::SharedTrack,
+    /// Recent state changes, for the admin API.
+    pub events: crate::vrrp_notify::SharedEvents,
 }
 
 impl Running {
@@ -49,10 +51,27 @@ pub fn start_all(instances: &[Vrrp]) -> anyhow::Result<Vec<Running>> {
             name: v.name.clone(),
             cfg: v.clone(),
             handle,
-            tracked: crate::vrrp_track::initial_state(&v.track_interfaces, &v.track_pools),
+            tracked: crate::vrrp_track::initial_state(v),
+            events: crate::vrrp_notify::new_events(),
         });
     }
     Ok(running)
+}
+
+/// The event recorder and notify runner of every instance, to be spawned on the control
+/// plane; each ends once its instance has stopped and its queued commands have run.
+pub fn notifiers(running: &[Running]) -> Vec<crate::vrrp_notify::Notifier> {
+    running
+        .iter()
+        .filter_map(|r| {
+            Some(crate::vrrp_notify::Notifier {
+                instance: r.name.clone(),
+                notify: r.cfg.notify.clone(),
+                events: std::sync::Arc::clone(&r.events),
+                transitions: r.handle.take_transitions()?,
+            })
+        })
+        .collect()
 }
 
 /// Stop gracefully: a master sends priority 0 and removes its VIPs.
@@ -105,6 +124,12 @@ fn start(v: &Vrrp) -> anyhow::Result<RunnerHandle> {
     cfg.garp_master_refresh = v.garp_master_refresh;
     cfg.unicast_peers = v.unicast_peers.clone();
     cfg.realtime_priority = v.realtime_priority;
+    if let Some(p) = &v.password {
+        cfg.password = Some(
+            tandem_vrrp::packet::pad_password(p.as_bytes())
+                .ok_or_else(|| anyhow!("password is longer than 8 bytes"))?,
+        );
+    }
     let vips = NetlinkVips::new(index, vips).context("virtual_ips")?;
     runner::spawn(cfg, Box::new(vips)).map_err(|e| anyhow!("{e}"))
 }
@@ -185,6 +210,7 @@ pub fn cleanup(config: &Path) -> anyhow::Result<()> {
 pub fn admin_source(r: &Running) -> tandem_admin::VrrpSource {
     let status = r.status();
     let tracked = std::sync::Arc::clone(&r.tracked);
+    let events = std::sync::Arc::clone(&r.events);
     let cfg = r.cfg.clone();
     tandem_admin::VrrpSource(std::sync::Arc::new(move || {
         let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -227,11 +253,17 @@ pub fn admin_source(r: &Running) -> tandem_admin::VrrpSource {
             last_error: s.last_error.clone(),
             fault: t.fault,
             tracked: t.objects,
+            events: events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
         }
     }))
 }
 
-fn state_name(s: tandem_vrrp::fsm::State) -> &'static str {
+pub(crate) fn state_name(s: tandem_vrrp::fsm::State) -> &'static str {
     use tandem_vrrp::fsm::State;
     match s {
         State::Initialize => "initialize",

@@ -1,10 +1,17 @@
-//! VRRP tracking: `track_interfaces` and `track_pools` steer a running instance's priority
-//! and FAULT state, with keepalived's semantics.
+//! VRRP tracking: `track_interfaces`, `track_pools`, `track_scripts` and `quorum` steer a
+//! running instance's priority and FAULT state, with keepalived's semantics.
 //!
 //! Every 100 ms, on the control-plane runtime, each tracked object is checked: an interface
 //! is failed while it is administratively down, has no carrier or does not exist; a pool is
-//! failed while none of its backends is eligible ([`PoolRuntime::any_eligible`]). From the
-//! verdicts, each instance gets
+//! failed while none of its backends is eligible ([`PoolRuntime::any_eligible`]); a script or
+//! a quorum is failed while its check says so ([`crate::vrrp_probes`], which run on their own
+//! schedule; the tick only reads their verdicts). The instance's own interface is always
+//! tracked, without weight (keepalived does the same): a node whose link is down cannot
+//! serve the VIP, and releasing it at once lets the ARP caches of the segment move on when
+//! the peer takes over, instead of the address staying configured on a dead port. Listing
+//! the interface in `track_interfaces` with a weight replaces that implicit entry.
+//!
+//! From the verdicts, each instance gets
 //!
 //! - an effective priority: the configured one plus the weights of its failed weighted
 //!   objects, clamped to 1..=254; an address owner (255) keeps 255, as in keepalived, since
@@ -27,12 +34,13 @@ use std::time::Duration;
 
 use tandem_admin::view::TrackedView;
 use tandem_balance::{PoolRuntime, Topology};
-use tandem_config::Tracked;
+use tandem_config::{Tracked, Vrrp};
 use tandem_vrrp_linux::netlink;
 use tandem_vrrp_linux::runner::Command;
 use tokio::sync::{mpsc, watch};
 
 use crate::vrrp::Running;
+use crate::vrrp_probes::{Probes, Verdict};
 
 /// How often every tracked object is checked; bounds the reaction time.
 const TICK: Duration = Duration::from_millis(100);
@@ -49,18 +57,16 @@ pub type SharedTrack = Arc<Mutex<TrackState>>;
 
 /// The state the admin API shows before the first check: every object assumed ok, which is
 /// also what the instance assumes until told otherwise.
-pub fn initial_state(interfaces: &[Tracked], pools: &[Tracked]) -> SharedTrack {
-    let view = |kind: &'static str, t: &Tracked| TrackedView {
-        kind,
-        name: t.name.clone(),
-        weight: t.weight,
-        ok: true,
-        reason: None,
-    };
-    let objects = interfaces
-        .iter()
-        .map(|t| view(INTERFACE, t))
-        .chain(pools.iter().map(|t| view(POOL, t)))
+pub fn initial_state(cfg: &Vrrp) -> SharedTrack {
+    let objects = tracked_objects(cfg)
+        .into_iter()
+        .map(|(kind, t)| TrackedView {
+            kind,
+            name: t.name,
+            weight: t.weight,
+            ok: true,
+            reason: None,
+        })
         .collect();
     Arc::new(Mutex::new(TrackState {
         fault: false,
@@ -70,6 +76,29 @@ pub fn initial_state(interfaces: &[Tracked], pools: &[Tracked]) -> SharedTrack {
 
 const INTERFACE: &str = "interface";
 const POOL: &str = "pool";
+const SCRIPT: &str = "script";
+const QUORUM: &str = "quorum";
+
+/// Everything an instance tracks, in the order the admin API shows it: the configured
+/// interfaces, pools and scripts, its own interface (unless listed explicitly), its quorum.
+fn tracked_objects(cfg: &Vrrp) -> Vec<(&'static str, Tracked)> {
+    let own = (!cfg.track_interfaces.iter().any(|t| t.name == cfg.interface)).then(|| Tracked {
+        name: cfg.interface.clone(),
+        weight: None,
+    });
+    let quorum = cfg.quorum.as_ref().map(|_| Tracked {
+        name: "quorum".to_string(),
+        weight: None,
+    });
+    cfg.track_interfaces
+        .iter()
+        .map(|t| (INTERFACE, t.clone()))
+        .chain(cfg.track_pools.iter().map(|t| (POOL, t.clone())))
+        .chain(cfg.track_scripts.iter().map(|t| (SCRIPT, t.clone())))
+        .chain(own.map(|t| (INTERFACE, t)))
+        .chain(quorum.map(|t| (QUORUM, t)))
+        .collect()
+}
 
 /// The priority an instance advertises: `configured` plus the weights of its failed
 /// weighted objects, clamped to 1..=254 (0 would mean "resigning", 255 is the owner's); an
@@ -116,38 +145,54 @@ enum Probe {
     Interface(Option<u32>),
     /// `None` only if the pool is missing from the topology, which validation prevents.
     Pool(Option<Arc<PoolRuntime>>),
+    /// A script's or quorum's verdict, kept current by [`crate::vrrp_probes`]; `None` only if
+    /// the check is missing, which validation prevents.
+    Checked(Option<Verdict>),
 }
 
 impl Tracking {
-    /// The tracking of every running instance that has `track_interfaces` or `track_pools`.
-    pub fn new(running: &[Running], topology: &Topology) -> Self {
+    /// The tracking of every running instance, with the verdicts of `probes`' checks.
+    pub fn new(running: &[Running], topology: &Topology, probes: &Probes) -> Self {
         let instances = running
             .iter()
-            .filter(|r| !r.cfg.track_interfaces.is_empty() || !r.cfg.track_pools.is_empty())
             .map(|r| {
-                let interfaces = r.cfg.track_interfaces.iter().map(|t| Object {
-                    kind: INTERFACE,
-                    name: t.name.clone(),
-                    weight: t.weight,
-                    probe: Probe::Interface(None),
-                    ok: true,
-                    reason: None,
-                });
-                let pools = r.cfg.track_pools.iter().map(|t| Object {
-                    kind: POOL,
-                    name: t.name.clone(),
-                    weight: t.weight,
-                    probe: Probe::Pool(
-                        topology
-                            .pools
-                            .iter()
-                            .find(|p| p.name == t.name)
-                            .map(Arc::clone),
-                    ),
-                    ok: true,
-                    reason: None,
-                });
-                let objects: Vec<Object> = interfaces.chain(pools).collect();
+                let objects: Vec<Object> = tracked_objects(&r.cfg)
+                    .into_iter()
+                    .map(|(kind, t)| {
+                        let probe = match kind {
+                            POOL => Probe::Pool(
+                                topology
+                                    .pools
+                                    .iter()
+                                    .find(|p| p.name == t.name)
+                                    .map(Arc::clone),
+                            ),
+                            SCRIPT => Probe::Checked(
+                                probes
+                                    .scripts
+                                    .iter()
+                                    .find(|s| s.name() == t.name)
+                                    .map(|s| s.verdict()),
+                            ),
+                            QUORUM => Probe::Checked(
+                                probes
+                                    .quorums
+                                    .iter()
+                                    .find(|q| q.instance() == r.name)
+                                    .map(|q| q.verdict()),
+                            ),
+                            _ => Probe::Interface(None),
+                        };
+                        Object {
+                            kind,
+                            name: t.name,
+                            weight: t.weight,
+                            probe,
+                            ok: true,
+                            reason: None,
+                        }
+                    })
+                    .collect();
                 if r.cfg.priority == 255 && objects.iter().any(|o| o.weight.is_some()) {
                     tracing::warn!(
                         vrrp = %r.name,
@@ -322,6 +367,8 @@ impl Object {
                 }
             }
             Probe::Pool(None) => Err("no such pool".to_string()),
+            Probe::Checked(Some(verdict)) => crate::vrrp_probes::read(verdict),
+            Probe::Checked(None) => Err("no such check".to_string()),
             Probe::Interface(index) => interface_state(&self.name, index),
         }
     }

@@ -1,6 +1,7 @@
 //! VRRP between two real tandem processes in a network-namespace lab: election, failover on
 //! SIGKILL, `vip-cleanup` after a crash, preemption, the priority-0 handover on SIGTERM, and
-//! tracking (`track_interfaces` into FAULT and back, `track_pools` lowering the priority).
+//! tracking (`track_interfaces` into FAULT and back, `track_pools` lowering the priority,
+//! `track_scripts`, `quorum`) and `notify` (serialized, in order, recorded as events).
 //! Every wait is bounded; the lab removes what it made.
 
 mod common;
@@ -162,7 +163,11 @@ async fn track_interface_fault_and_recovery() {
     assert_eq!(v["fault"], false, "{v}");
     assert_eq!(
         v["tracked"],
-        serde_json::json!([{ "kind": "interface", "name": "trk0", "weight": null, "ok": true, "reason": null }])
+        serde_json::json!([
+            { "kind": "interface", "name": "trk0", "weight": null, "ok": true, "reason": null },
+            // Its own interface, tracked implicitly.
+            { "kind": "interface", "name": "eth0", "weight": null, "ok": true, "reason": null },
+        ])
     );
 
     ip_cmd(&["-n", &ns0, "link", "set", "trk0", "down"]);
@@ -252,6 +257,296 @@ async fn track_pool_weight_lowers_priority() {
         log.contains("tracked pool `p` failed") && log.contains("priority changed by tracking"),
         "{log}"
     );
+    lab.signal(n0.proc, libc::SIGTERM);
+    lab.signal(n1.proc, libc::SIGTERM);
+}
+
+/// A notify script that logs its start and end (with its arguments and the previous state
+/// from the environment) and takes 300 ms in between, so two runs at once would interleave.
+fn notify_script(dir: &TempDir, log: &std::path::Path) -> std::path::PathBuf {
+    dir.write(
+        "notify.sh",
+        &format!(
+            "echo \"start $* prev=$TANDEM_VRRP_PREVIOUS_STATE\" >> {log}\nsleep 0.3\necho \"end $*\" >> {log}\n",
+            log = log.display()
+        ),
+    )
+}
+
+/// `notify`: node 0 (150) comes up alone (BACKUP, then MASTER), node 1 (200) then preempts it
+/// (BACKUP) while node 0's master commands are still running, and SIGTERM stops it (STOP).
+/// Every command runs to its end before the next starts, in transition order, each with
+/// keepalived's arguments, and every transition is an event in the admin API with its
+/// commands' results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_commands_run_one_at_a_time_in_order() {
+    let lab = Lab::new(2);
+    let dir = TempDir::new("vrrp-notify");
+    let log = dir.path().join("notify.log");
+    let script = notify_script(&dir, &log);
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let s = script.display();
+    let c0 = node_config_with(
+        &lab,
+        0,
+        150,
+        true,
+        &format!(
+            r#"notify = {{ master = ["/bin/sh", "{s}", "own"], any = ["/bin/sh", "{s}", "any"], timeout = "5s" }}"#
+        ),
+        r#"{ kind = "none" }"#,
+    );
+    let n0 = start_with(&lab, &dir, 0, &c0);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    // Node 1 preempts while node 0's `master` and `any` commands (300 ms each) still run.
+    let n1 = start(&lab, &dir, 1, 200, true);
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+    eventually("node 0 backup again", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("backup")).then_some(())
+    })
+    .await;
+    let v = eventually(
+        "node 0's events with every command done",
+        Duration::from_secs(10),
+        || async {
+            instance(a0).await.filter(|v| {
+                v["events"].as_array().is_some_and(|e| {
+                    e.len() == 3
+                        && e.iter().all(|e| {
+                            e["notify"]
+                                .as_array()
+                                .is_some_and(|n| n.iter().all(|r| r["ok"] == true))
+                        })
+                })
+            })
+        },
+    )
+    .await;
+    let events = v["events"].as_array().expect("events");
+    let path: Vec<(String, String, Vec<String>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap_or_default().to_string(),
+                e["to"].as_str().unwrap_or_default().to_string(),
+                e["notify"]
+                    .as_array()
+                    .map(|n| {
+                        n.iter()
+                            .map(|r| r["command"].as_str().unwrap_or_default().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        path,
+        [
+            (s("initialize"), s("backup"), vec![s("any")]),
+            (s("backup"), s("master"), vec![s("master"), s("any")]),
+            (s("master"), s("backup"), vec![s("any")]),
+        ],
+        "{v}"
+    );
+    assert_eq!(events[1]["priority"], 150, "{v}");
+
+    lab.signal(n0.proc, libc::SIGTERM);
+    until("node 0 to exit", Duration::from_secs(10), || {
+        !lab.running(n0.proc)
+    })
+    .await;
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .expect("notify log")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want = [
+        "start any INSTANCE web BACKUP 150 prev=INIT",
+        "end any INSTANCE web BACKUP 150",
+        "start own INSTANCE web MASTER 150 prev=BACKUP",
+        "end own INSTANCE web MASTER 150",
+        "start any INSTANCE web MASTER 150 prev=BACKUP",
+        "end any INSTANCE web MASTER 150",
+        "start any INSTANCE web BACKUP 150 prev=MASTER",
+        "end any INSTANCE web BACKUP 150",
+        // The stop command ran before the process exited.
+        "start any INSTANCE web STOP 150 prev=BACKUP",
+        "end any INSTANCE web STOP 150",
+    ];
+    assert_eq!(lines, want, "notify log:\n{}", lines.join("\n"));
+    lab.signal(n1.proc, libc::SIGTERM);
+}
+
+/// `track_scripts`: node 0 (150) tracks a script with weight -100 that fails while a flag
+/// file exists; node 1 (100) tracks one without weight (FAULT) on a second flag. Flag 0 →
+/// node 0 advertises 50 and node 1 takes over; flag 1 as well → node 1 is in FAULT and node 0
+/// (50) is master again; both removed → back to node 0 at 150 and node 1 backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_scripts_weight_and_fault() {
+    let lab = Lab::new(2);
+    let dir = TempDir::new("vrrp-scripts");
+    let flag0 = dir.path().join("flag0");
+    let flag1 = dir.path().join("flag1");
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let script = |name: &str, flag: &std::path::Path, weight: &str| {
+        format!(
+            r#"track_scripts = ["{name}"]
+
+[[vrrp_script]]
+name = "{name}"
+command = ["/bin/sh", "-c", "! test -e {flag}"]
+interval = "100ms"
+{weight}
+"#,
+            flag = flag.display()
+        )
+    };
+    let c0 = node_config_with(
+        &lab,
+        0,
+        150,
+        true,
+        &script("chk0", &flag0, "weight = -100"),
+        r#"{ kind = "none" }"#,
+    );
+    let c1 = node_config_with(
+        &lab,
+        1,
+        100,
+        true,
+        &script("chk1", &flag1, ""),
+        r#"{ kind = "none" }"#,
+    );
+    let n0 = start_with(&lab, &dir, 0, &c0);
+    let n1 = start_with(&lab, &dir, 1, &c1);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    until("VIP on node 0", Duration::from_secs(2), || has_vip(&lab, 0)).await;
+
+    std::fs::write(&flag0, "").expect("flag0");
+    let took = until("node 1 takes the VIP", Duration::from_secs(5), || {
+        has_vip(&lab, 1) && !has_vip(&lab, 0)
+    })
+    .await;
+    eprintln!("script failed (weight -100): VIP on node 1 after {took:?}");
+    let v = instance(a0).await.expect("node 0 API");
+    assert_eq!(v["priority"], 50, "{v}");
+    assert_eq!(v["tracked"][0]["kind"], "script", "{v}");
+    assert_eq!(v["tracked"][0]["ok"], false, "{v}");
+    assert!(
+        v["tracked"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("script `chk0`: exit 1")),
+        "{v}"
+    );
+
+    std::fs::write(&flag1, "").expect("flag1");
+    until(
+        "node 0 (50) takes the VIP back",
+        Duration::from_secs(5),
+        || has_vip(&lab, 0) && !has_vip(&lab, 1),
+    )
+    .await;
+    let v = eventually("node 1 in fault", Duration::from_secs(3), || async {
+        instance(a1).await.filter(|v| v["state"] == "fault")
+    })
+    .await;
+    assert_eq!(v["fault"], true, "{v}");
+
+    std::fs::remove_file(&flag0).expect("flag0");
+    std::fs::remove_file(&flag1).expect("flag1");
+    eventually("node 1 backup again", Duration::from_secs(5), || async {
+        instance(a1).await.filter(|v| v["state"] == "backup")
+    })
+    .await;
+    let v = eventually("node 0 at 150", Duration::from_secs(3), || async {
+        instance(a0).await.filter(|v| v["priority"] == 150)
+    })
+    .await;
+    assert_eq!(v["state"], "master", "{v}");
+    assert!(has_vip(&lab, 0) && !has_vip(&lab, 1));
+    lab.signal(n0.proc, libc::SIGTERM);
+    lab.signal(n1.proc, libc::SIGTERM);
+}
+
+/// `quorum`: both nodes need to reach a witness (host 2, by ICMP). A blackhole route on
+/// node 0 (the master) to the witness loses it its quorum: it goes to FAULT and releases the
+/// VIP, node 1 takes over. The route removed, node 0 regains quorum and preempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_loss_releases_the_vip() {
+    let lab = Lab::new(3);
+    let dir = TempDir::new("vrrp-quorum");
+    let witness = lab.host_ip(2);
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let quorum = format!(
+        r#"quorum = {{ witnesses = ["{witness}"], interval = "100ms", timeout = "100ms", fall = 2, rise = 1 }}"#
+    );
+    let c0 = node_config_with(&lab, 0, 150, true, &quorum, r#"{ kind = "none" }"#);
+    let c1 = node_config_with(&lab, 1, 100, true, &quorum, r#"{ kind = "none" }"#);
+    let n0 = start_with(&lab, &dir, 0, &c0);
+    let n1 = start_with(&lab, &dir, 1, &c1);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    let v = instance(a0).await.expect("node 0 API");
+    let quorum_view = v["tracked"]
+        .as_array()
+        .and_then(|t| t.iter().find(|o| o["kind"] == "quorum").cloned())
+        .expect("quorum in tracked");
+    assert_eq!(quorum_view["ok"], true, "{v}");
+
+    let ns0 = lab.netns(0).to_string();
+    let route = format!("{witness}/32");
+    ip_cmd(&["-n", &ns0, "route", "add", "blackhole", &route]);
+    let took = until("node 1 takes the VIP", Duration::from_secs(5), || {
+        has_vip(&lab, 1) && !has_vip(&lab, 0)
+    })
+    .await;
+    eprintln!("quorum lost: VIP on node 1 after {took:?}");
+    let v = instance(a0).await.expect("node 0 API");
+    assert_eq!(v["state"], "fault", "{v}");
+    let quorum_view = v["tracked"]
+        .as_array()
+        .and_then(|t| t.iter().find(|o| o["kind"] == "quorum").cloned())
+        .expect("quorum in tracked");
+    assert_eq!(quorum_view["ok"], false, "{v}");
+    assert!(
+        quorum_view["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("reaches 0 of 1 witness(es), needs 1")),
+        "{v}"
+    );
+    assert_eq!(state(a1).await.as_deref(), Some("master"));
+
+    ip_cmd(&["-n", &ns0, "route", "del", "blackhole", &route]);
+    until("node 0 preempts", Duration::from_secs(5), || {
+        has_vip(&lab, 0) && !has_vip(&lab, 1)
+    })
+    .await;
+    let log = lab.log(n0.proc);
+    assert!(log.contains("quorum witness lost"), "{log}");
     lab.signal(n0.proc, libc::SIGTERM);
     lab.signal(n1.proc, libc::SIGTERM);
 }

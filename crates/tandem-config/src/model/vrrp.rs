@@ -1,8 +1,10 @@
 //! `[[vrrp]]`: a virtual router instance that moves virtual IPs between tandem nodes.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use crate::ExecCommand;
 
 /// `[[vrrp]]`
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +56,22 @@ pub struct Vrrp {
     /// `track_pools`: default none. `[[pool]]`s whose health steers this instance (see
     /// [`Tracked`]); a pool is failed while none of its backends is eligible.
     pub track_pools: Vec<Tracked>,
+    /// `track_scripts`: default none. `[[vrrp_script]]`s by name; a script is failed while
+    /// its command fails (after `fall` failures, until `rise` passes). An entry without its
+    /// own weight takes the script's.
+    pub track_scripts: Vec<Tracked>,
+    /// `notify`: commands run on state changes (see [`Notify`]).
+    pub notify: Notify,
+    /// `quorum`: default off. Witnesses this node must reach to hold master (see [`Quorum`]).
+    pub quorum: Option<Quorum>,
+    /// `use_vmac`: default false. Put the virtual IPs on a macvlan interface with the virtual
+    /// router MAC (00:00:5e:00:01:VRID, IPv6 00:00:5e:00:02:VRID), so a failover needs no ARP
+    /// cache update on the hosts, only a switch relearning the port.
+    pub use_vmac: bool,
+    /// `password`: VRRPv2 only (RFC 2338 simple text authentication, keepalived's
+    /// `auth_type PASS`), at most 8 bytes. It protects against a misconfigured neighbour, not an
+    /// attacker: it crosses the wire in clear.
+    pub password: Option<String>,
 }
 
 impl Vrrp {
@@ -166,5 +184,116 @@ impl fmt::Display for VirtualIp {
     /// As written in the file, always with the prefix: `198.51.100.10/24`, `2001:db8::10/128`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// `[[vrrp_script]]`: a command whose exit status steers the instances that list it in
+/// `track_scripts` (keepalived's `vrrp_script`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VrrpScript {
+    /// `name`: required, unique among `[[vrrp_script]]` tables.
+    pub name: String,
+    /// `command`: required; argv, no shell. Exit 0 passes, anything else fails.
+    pub command: ExecCommand,
+    /// `interval`: default 2s (keepalived's default is 1 s; 2 s halves the forks for a check
+    /// whose verdict waits for `fall` failures anyway).
+    pub interval: Duration,
+    /// `timeout`: default = `interval`; a run still going then is killed and counts as failed.
+    pub timeout: Duration,
+    /// `rise`: default 1; passes in a row to count as ok again.
+    pub rise: u32,
+    /// `fall`: default 1; failures in a row to count as failed.
+    pub fall: u32,
+    /// `weight`: default none (FAULT while failed); see [`Tracked`].
+    pub weight: Option<i16>,
+}
+
+impl VrrpScript {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+}
+
+/// `notify = { master = [...], backup = [...], fault = [...], stop = [...], any = [...] }`.
+///
+/// Unlike keepalived, the commands of one instance run one at a time, in the order of the
+/// transitions: a `backup` command never overtakes the `master` command before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notify {
+    pub master: Option<ExecCommand>,
+    pub backup: Option<ExecCommand>,
+    pub fault: Option<ExecCommand>,
+    pub stop: Option<ExecCommand>,
+    /// Run on every transition, after the state's own command (keepalived's `notify`).
+    pub any: Option<ExecCommand>,
+    /// `timeout`: default 30s; a command still running then is killed (with its process group)
+    /// so it cannot hold up the ones after it.
+    pub timeout: Duration,
+}
+
+impl Default for Notify {
+    /// No commands (what an absent `notify` means).
+    fn default() -> Self {
+        Self {
+            master: None,
+            backup: None,
+            fault: None,
+            stop: None,
+            any: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl Notify {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub fn is_empty(&self) -> bool {
+        self.master.is_none()
+            && self.backup.is_none()
+            && self.fault.is_none()
+            && self.stop.is_none()
+            && self.any.is_none()
+    }
+}
+
+/// `quorum = { witnesses = ["203.0.113.1", "203.0.113.2:443"], need = 1, ... }`: the node holds
+/// master only while it reaches at least `need` witnesses; below that the instance goes to
+/// FAULT (releases the virtual IPs, keeps listening) instead of claiming the address from an
+/// isolated position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quorum {
+    pub witnesses: Vec<Witness>,
+    /// `need`: default a majority of the witnesses (`n / 2 + 1`).
+    pub need: usize,
+    /// `interval`: default 1s between probes of each witness.
+    pub interval: Duration,
+    /// `timeout`: default 1s per probe.
+    pub timeout: Duration,
+    /// `fall`: default 3 failed probes in a row before a witness counts as unreachable.
+    pub fall: u32,
+    /// `rise`: default 2 good probes in a row before it counts as reachable again.
+    pub rise: u32,
+}
+
+impl Quorum {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_FALL: u32 = 3;
+    pub const DEFAULT_RISE: u32 = 2;
+}
+
+/// One quorum witness: `"203.0.113.1"` is pinged (ICMP echo), `"203.0.113.1:443"` is a TCP
+/// connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Witness {
+    Icmp(IpAddr),
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for Witness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Witness::Icmp(ip) => write!(f, "icmp {ip}"),
+            Witness::Tcp(a) => write!(f, "tcp {a}"),
+        }
     }
 }

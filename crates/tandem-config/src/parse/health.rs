@@ -370,7 +370,7 @@ fn helo_name(cx: &mut Cx, path: &str, v: &Value) -> R<String> {
 
 /// `command = ["/path/prog", "arg", ...]`: every item a string, the program found now, so
 /// `tandem check` reports a missing program instead of every backend going down at run time.
-fn exec_command(cx: &mut Cx, path: &str, v: &Value) -> R<ExecCommand> {
+pub(super) fn exec_command(cx: &mut Cx, path: &str, v: &Value) -> R<ExecCommand> {
     const FORM: &str = "an array of strings such as [\"/usr/local/bin/check-db\", \"--port\", \"5432\"] (no shell runs it: one string per argument)";
     let DeValue::Array(items) = v.get_ref() else {
         return Err(wrong_type(cx, path, v, FORM));

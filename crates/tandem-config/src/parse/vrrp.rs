@@ -27,27 +27,15 @@ const VRRP_KEYS: &[&str] = &[
     "realtime_priority",
     "track_interfaces",
     "track_pools",
+    "track_scripts",
+    "notify",
+    "quorum",
+    "use_vmac",
+    "password",
 ];
 
 /// Keys of a `{ name = ..., weight = ... }` tracking entry.
 const TRACK_KEYS: &[&str] = &["name", "weight"];
-
-/// Keys of the design that are not implemented yet. They are rejected (a user who wrote
-/// `track_pools` believes the instance reacts to its pools) but not as typos.
-const PLANNED_KEYS: &[(&str, &str)] = &[
-    ("use_vmac", "`use_vmac` is not supported yet; remove it for now"),
-    (
-        "track_scripts",
-        "`track_scripts` is not supported yet; remove it for now (without it this instance does not react to check scripts)",
-    ),
-    ("notify", "`notify` is not supported yet; remove it for now"),
-    (
-        "quorum",
-        "`quorum` is not supported yet; remove it for now (without it this instance does not react to how many backends are up)",
-    ),
-    ("password", "`password` is not supported yet; remove it for now"),
-    ("auth", "`auth` is not supported yet; remove it for now"),
-];
 
 /// keepalived's names for keys tandem spells differently, too far off for "did you mean".
 const KEEPALIVED_KEYS: &[(&str, &str)] = &[
@@ -66,6 +54,18 @@ const KEEPALIVED_KEYS: &[(&str, &str)] = &[
     (
         "nopreempt",
         "unknown key `nopreempt` (keepalived's name); write preempt = false",
+    ),
+    (
+        "auth",
+        "unknown key `auth`: VRRPv2 simple authentication is written password = \"...\" (at most 8 bytes); VRRPv3 has no authentication (RFC 5798 removed it)",
+    ),
+    (
+        "authentication",
+        "unknown key `authentication` (keepalived's name): VRRPv2 simple authentication is written password = \"...\" (at most 8 bytes); VRRPv3 has no authentication (RFC 5798 removed it)",
+    ),
+    (
+        "track_script",
+        "unknown key `track_script` (keepalived's name); tandem calls it `track_scripts` and takes names of [[vrrp_script]] tables",
     ),
     (
         "state",
@@ -91,7 +91,12 @@ struct Parsed {
 }
 
 /// Every `[[vrrp]]` table, validated.
-pub(super) fn vrrps(cx: &mut Cx, v: &Value, pools: &[ParsedPool]) -> Vec<Vrrp> {
+pub(super) fn vrrps(
+    cx: &mut Cx,
+    v: &Value,
+    pools: &[ParsedPool],
+    scripts: &(Vec<VrrpScript>, bool),
+) -> Vec<Vrrp> {
     let Ok(items) = array_of_tables(cx, "vrrp", v, "write each instance as [[vrrp]]") else {
         return Vec::new();
     };
@@ -103,7 +108,7 @@ pub(super) fn vrrps(cx: &mut Cx, v: &Value, pools: &[ParsedPool]) -> Vec<Vrrp> {
         let Ok(t) = table(cx, &format!("vrrp[{i}]"), item, "[[vrrp]]") else {
             continue;
         };
-        let p = instance(cx, &t, i, &mut seen, pools);
+        let p = instance(cx, &t, i, &mut seen, pools, scripts);
 
         if let Some((key, at)) = p.router {
             if let Some((first, line)) = routers.get(&key) {
@@ -142,12 +147,13 @@ fn instance(
     i: usize,
     seen: &mut HashMap<String, usize>,
     pools: &[ParsedPool],
+    (scripts, broken_script_names): &(Vec<VrrpScript>, bool),
 ) -> Parsed {
-    // Planned and keepalived keys get their own message; the rest of the table goes through
+    // keepalived's keys get their own message; the rest of the table goes through
     // the ordinary unknown-key check, which then neither suggests nor lists them.
     let mut map = whole.map.clone();
     let mut special = Vec::new();
-    for (key, message) in PLANNED_KEYS.iter().chain(KEEPALIVED_KEYS) {
+    for (key, message) in KEEPALIVED_KEYS.iter() {
         if let Some((k, _)) = map.remove_entry(*key) {
             special.push((k.span().start, *key, *message));
         }
@@ -269,6 +275,59 @@ fn instance(
         .flatten()
         .unwrap_or_default();
 
+    let track_scripts = t
+        .opt(cx, "track_scripts", |cx, p, v| {
+            tracked(cx, p, v, "a script", |cx, p, v| {
+                vrrp_ops::tracked_script(cx, p, v, scripts, *broken_script_names)
+            })
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            // An entry without a weight of its own takes the script's.
+            let script_weight = scripts
+                .iter()
+                .find(|s| s.name == t.name)
+                .and_then(|s| s.weight);
+            Tracked {
+                weight: t.weight.or(script_weight),
+                ..t
+            }
+        })
+        .collect();
+    let notify = t
+        .opt(cx, "notify", vrrp_ops::notify)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let quorum = t.opt(cx, "quorum", vrrp_ops::quorum).ok().flatten();
+    let use_vmac = t.opt(cx, "use_vmac", boolean);
+    let password = t.opt(cx, "password", |cx, p, v| {
+        let s = string(cx, p, v)?;
+        if s.is_empty() || s.len() > 8 {
+            return Err(cx.error(
+                v.span().start,
+                p,
+                format!(
+                    "a VRRPv2 password is 1 to 8 bytes (RFC 2338 5.3.6), got {}",
+                    s.len()
+                ),
+            ));
+        }
+        Ok(s.to_string())
+    });
+    if let (Ok(Some(_)), Ok(VrrpVersion::V3), Some(at)) =
+        (&password, &version, t.key_at("password"))
+    {
+        cx.error(
+            at,
+            &t.key_path("password"),
+            "`password` needs version = 2: VRRPv3 has no authentication (RFC 5798 removed it as it protects nothing; use unicast_peers or a separate VLAN)",
+        );
+    }
+
     let router = match (&interface, &vrid, v6, t.get("vrid")) {
         (Ok(interface), Ok(vrid), Some(v6), Some(v)) => Some((
             (interface.clone(), u8::try_from(*vrid).unwrap_or(0), v6),
@@ -304,6 +363,11 @@ fn instance(
         realtime_priority,
         track_interfaces,
         track_pools,
+        track_scripts,
+        notify,
+        quorum,
+        use_vmac: or(use_vmac, false),
+        password: password.ok().flatten(),
     };
     Parsed {
         vrrp,
@@ -413,7 +477,7 @@ fn tracked(
 }
 
 /// A tracking `weight`: nonzero, in [`Vrrp::TRACK_WEIGHT_RANGE`].
-fn track_weight(cx: &mut Cx, path: &str, v: &Value) -> R<i16> {
+pub(super) fn track_weight(cx: &mut Cx, path: &str, v: &Value) -> R<i16> {
     let (lo, hi) = Vrrp::TRACK_WEIGHT_RANGE;
     let n = integer(cx, path, v, lo.into(), hi.into())?;
     if n == 0 {
@@ -775,7 +839,7 @@ mod tests {
 
     #[test]
     fn keys_are_disjoint() {
-        for (k, _) in PLANNED_KEYS.iter().chain(KEEPALIVED_KEYS) {
+        for (k, _) in KEEPALIVED_KEYS.iter() {
             assert!(!VRRP_KEYS.contains(k), "{k}");
         }
     }
