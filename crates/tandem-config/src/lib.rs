@@ -83,9 +83,15 @@ impl fmt::Display for ConfigErrors {
 
 /// Read and validate a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    check_file(path).map(|(config, _)| config)
+}
+
+/// [`load_file`] with the warnings: what is valid but fragile (a single point of failure),
+/// for `tandem check`.
+pub fn check_file(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(src) => parse_str(&src, &name),
+        Ok(src) => check_str(&src, &name),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file: name,
             line: 0,
@@ -101,5 +107,10 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 /// On failure every problem found is returned, sorted by position. TOML syntax errors are
 /// reported on their own (key `(syntax)`): the rest of the file is checked once it parses.
 pub fn parse_str(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+    parse::parse(src, file).map(|(config, _)| config)
+}
+
+/// [`parse_str`] with the warnings, sorted by position (see [`check_file`]).
+pub fn check_str(src: &str, file: &str) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     parse::parse(src, file)
 }

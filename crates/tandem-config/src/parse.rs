@@ -40,6 +40,8 @@ struct Cx<'s> {
     file: &'s str,
     lines: LineIndex<'s>,
     errors: Vec<ConfigError>,
+    /// Valid but fragile: reported by `tandem check`, never fatal.
+    warnings: Vec<ConfigError>,
 }
 
 impl Cx<'_> {
@@ -55,22 +57,36 @@ impl Cx<'_> {
         Reported
     }
 
+    fn warn(&mut self, at: usize, key: &str, message: impl Into<String>) {
+        let (line, col) = self.lines.position(at);
+        self.warnings.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            col,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
     fn line(&self, at: usize) -> usize {
         self.lines.position(at).0
     }
 }
 
-pub(crate) fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+/// The configuration and its warnings (sorted by position), or every error.
+pub(crate) fn parse(src: &str, file: &str) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     let mut cx = Cx {
         file,
         lines: LineIndex::new(src),
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let (root, syntax_errors) = DeTable::parse_recoverable(src);
     if syntax_errors.is_empty() {
         let config = config(&mut cx, root.get_ref());
         if cx.errors.is_empty() {
-            return Ok(config);
+            cx.warnings.sort_by_key(|e| (e.line, e.col));
+            return Ok((config, cx.warnings));
         }
     } else {
         // The recovered tree of a broken file has holes; validating it would bury the real
@@ -423,12 +439,14 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         Some(v) => pools(cx, v),
         None => Vec::new(),
     };
+    let mut listens = Vec::new();
     let services = match root.get("service") {
         Some(v) => services(
             cx,
             v,
             &pools,
             admin.as_ref().ok().map(|a| (a.listen, admin_at)),
+            &mut listens,
         ),
         None => Vec::new(),
     };
@@ -440,6 +458,8 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         Some(v) => vrrp::vrrps(cx, v, &pools, &scripts),
         None => Vec::new(),
     };
+    vrrp::single_points_of_failure(cx, &vrrp, &listens);
+    let vrrp = vrrp.into_iter().map(|(v, _, _)| v).collect();
     Config {
         runtime,
         admin: admin.unwrap_or_default(),
@@ -729,6 +749,7 @@ fn services(
     v: &Value,
     pools: &[ParsedPool],
     admin: Option<(SocketAddr, Option<usize>)>,
+    listens: &mut Vec<(SocketAddr, usize, String)>,
 ) -> Vec<Service> {
     let Ok(items) = array_of_tables(cx, "service", v, "write each service as [[service]]") else {
         return Vec::new();
@@ -786,6 +807,7 @@ fn services(
                 at: Some(at),
                 owner: format!("service `{}`", svc_name.as_deref().unwrap_or("?")),
             });
+            listens.push((*addr, at, t.key_path("listen")));
         }
 
         let mode = t.opt(cx, "mode", |cx, p, v| {

@@ -834,3 +834,38 @@ fn scripts_notify_quorum_password_errors() {
     );
     assert_eq!(cfg.vrrp[0].password.as_deref(), Some("s3cret"));
 }
+
+fn warnings(src: &str) -> Vec<String> {
+    match check_str(src, "t.toml") {
+        Ok((_, w)) => w.iter().map(|e| e.to_string()).collect(),
+        Err(e) => panic!("expected a valid config, got:\n{e}\nsource:\n{src}"),
+    }
+}
+
+#[test]
+fn single_points_of_failure_are_warnings() {
+    let pool = "[[pool]]\nname = \"p\"\nbackends = [{ address = \"127.0.0.1:8001\" }]\n";
+    // No [[vrrp]]: the first service's listen address is named.
+    assert_eq!(
+        warnings(&format!("{pool}[[service]]\nname = \"s\"\nlisten = \"198.51.100.5:80\"\npool = \"p\"\n")),
+        ["t.toml:6:10: service[s].listen: single point of failure: no [[vrrp]] instance, so 198.51.100.5:80 and every other listen address live on this node only and are gone when it fails; share a virtual IP with a second node in [[vrrp]] and listen on it"]
+    );
+    // A service on the VIP, one on every address, one on loopback: fine; one on a node
+    // address: warned. The multicast instance gets its note; with unicast peers, none.
+    let src = format!(
+        "{pool}[[service]]\nname = \"vip\"\nlisten = \"198.51.100.10:80\"\npool = \"p\"\n\
+         [[service]]\nname = \"any\"\nlisten = \"0.0.0.0:81\"\npool = \"p\"\n\
+         [[service]]\nname = \"lo\"\nlisten = \"127.0.0.1:82\"\npool = \"p\"\n\
+         [[service]]\nname = \"node\"\nlisten = \"198.51.100.5:83\"\npool = \"p\"\n{BASE}"
+    );
+    assert_eq!(
+        warnings(&src),
+        [
+            "t.toml:18:10: service[node].listen: single point of failure: 198.51.100.5 is not a virtual IP of any [[vrrp]] instance, so clients using it lose this service when this node fails; listen on a virtual IP (or on every address)",
+            "t.toml:20:1: vrrp[vi]: no peer is configured (multicast finds peers at run time, which `tandem check` cannot see): if no other node runs vrid 51 on its `eth0`, 198.51.100.10/24 cannot fail over; list the other nodes in `unicast_peers` to make this checkable, and check `tandem status` on both nodes",
+        ]
+    );
+    assert!(warnings(&format!("{BASE}unicast_peers = [\"198.51.100.2\"]\n")).is_empty());
+    // Without services or instances there is nothing to warn about.
+    assert!(warnings("").is_empty());
+}

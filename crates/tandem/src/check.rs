@@ -1,17 +1,23 @@
-//! `tandem check`: validate a configuration and print every problem.
+//! `tandem check`: validate a configuration and print every problem, then every warning
+//! (valid but fragile: a single point of failure). Warnings do not change the exit status:
+//! a deliberate single-node setup must still pass in CI.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(path: &Path) -> ExitCode {
-    match tandem_config::load_file(path) {
-        Ok(cfg) => {
+    match tandem_config::check_file(path) {
+        Ok((cfg, warnings)) => {
+            for w in &warnings {
+                println!("warning: {w}");
+            }
             println!(
-                "{}: ok ({} pool(s), {} service(s), {} vrrp instance(s))",
+                "{}: ok ({} pool(s), {} service(s), {} vrrp instance(s), {} warning(s))",
                 path.display(),
                 cfg.pools.len(),
                 cfg.services.len(),
-                cfg.vrrp.len()
+                cfg.vrrp.len(),
+                warnings.len()
             );
             ExitCode::SUCCESS
         }

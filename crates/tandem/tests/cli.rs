@@ -489,3 +489,38 @@ async fn demo_balances_and_fails_over() {
     assert!(t.stdout().contains("curl"), "the banner shows what to try");
     assert!(t.try_wait().is_none(), "demo exited");
 }
+
+/// Single points of failure are warnings: printed as `warning: FILE:LINE:COL: key: message`,
+/// counted in the summary, and the exit status stays 0.
+#[test]
+fn check_warns_about_single_points_of_failure() {
+    let dir = TempDir::new("check-spof");
+    let path = dir.write(
+        "spof.toml",
+        "[[pool]]\nname = \"p\"\nbackends = [{ address = \"127.0.0.1:8001\" }]\n\n\
+         [[service]]\nname = \"s\"\nlisten = \"198.51.100.5:80\"\npool = \"p\"\n",
+    );
+    let out = Command::new(tandem_bin())
+        .args(["check", "--config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let file = path.to_str().expect("utf-8");
+    let warned: Vec<_> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: "))
+        .filter_map(|l| parse_error_line(l, file))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stdout}");
+    assert_eq!(
+        (warned[0].0, warned[0].2),
+        (7, "service[s].listen"),
+        "{stdout}"
+    );
+    assert!(
+        warned[0].3.starts_with("single point of failure"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 warning(s)"), "{stdout}");
+}

@@ -90,13 +90,65 @@ struct Parsed {
     vips: Vec<(IpAddr, usize, String)>,
 }
 
+/// Warnings for addresses that do not move when this node fails: services when no
+/// `[[vrrp]]` exists, services on a specific address that is no virtual IP, and instances
+/// whose peer `tandem check` cannot see (multicast: nothing in the file names the other
+/// node).
+pub(super) fn single_points_of_failure(
+    cx: &mut Cx,
+    vrrps: &[(Vrrp, usize, String)],
+    listens: &[(SocketAddr, usize, String)],
+) {
+    if vrrps.is_empty() {
+        if let Some((addr, at, path)) = listens.first() {
+            cx.warn(
+                *at,
+                path,
+                format!("single point of failure: no [[vrrp]] instance, so {addr} and every other listen address live on this node only and are gone when it fails; share a virtual IP with a second node in [[vrrp]] and listen on it"),
+            );
+        }
+        return;
+    }
+    for (addr, at, path) in listens {
+        let ip = addr.ip();
+        if ip.is_unspecified() || ip.is_loopback() {
+            continue;
+        }
+        let is_vip = vrrps
+            .iter()
+            .any(|(v, _, _)| v.virtual_ips.iter().any(|x| x.address == ip));
+        if !is_vip {
+            cx.warn(
+                *at,
+                path,
+                format!("single point of failure: {ip} is not a virtual IP of any [[vrrp]] instance, so clients using it lose this service when this node fails; listen on a virtual IP (or on every address)"),
+            );
+        }
+    }
+    for (v, at, path) in vrrps {
+        if v.unicast_peers.is_empty() {
+            let vips = v
+                .virtual_ips
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            cx.warn(
+                *at,
+                path,
+                format!("no peer is configured (multicast finds peers at run time, which `tandem check` cannot see): if no other node runs vrid {} on its `{}`, {vips} cannot fail over; list the other nodes in `unicast_peers` to make this checkable, and check `tandem status` on both nodes", v.vrid, v.interface),
+            );
+        }
+    }
+}
+
 /// Every `[[vrrp]]` table, validated.
 pub(super) fn vrrps(
     cx: &mut Cx,
     v: &Value,
     pools: &[ParsedPool],
     scripts: &(Vec<VrrpScript>, bool),
-) -> Vec<Vrrp> {
+) -> Vec<(Vrrp, usize, String)> {
     let Ok(items) = array_of_tables(cx, "vrrp", v, "write each instance as [[vrrp]]") else {
         return Vec::new();
     };
@@ -136,7 +188,7 @@ pub(super) fn vrrps(
                 vip_owners.insert(*ip, (p.owner.clone(), line));
             }
         }
-        out.push(p.vrrp);
+        out.push((p.vrrp, t.at, p.path));
     }
     out
 }
