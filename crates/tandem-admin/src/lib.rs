@@ -21,6 +21,7 @@
 //! shapes, [`metrics`] the Prometheus collector, [`server`] the hyper shell, [`time`] RFC 3339.
 
 pub mod metrics;
+mod metrics_vrrp;
 pub mod router;
 pub mod server;
 pub mod state;

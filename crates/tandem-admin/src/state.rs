@@ -105,6 +105,9 @@ impl AdminState {
             started: self.started,
             version: self.version,
         }));
+        registry.register_collector(Box::new(crate::metrics_vrrp::VrrpCollector {
+            views: self.vrrp.iter().map(|source| (source.0)()).collect(),
+        }));
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)

@@ -591,3 +591,59 @@ async fn backend_action_errors_are_clear() {
     assert!(web.backends[0].in_rotation());
     assert_eq!(web.backends[0].weight(), 3);
 }
+
+#[test]
+fn vrrp_metrics_follow_the_instance_view() {
+    use tandem_admin::view::{TrackedView, VrrpView};
+    let view = VrrpView {
+        name: "web".into(),
+        interface: "eth0".into(),
+        vrid: 51,
+        version: 3,
+        state: "master",
+        since: "2026-11-22T04:31:07.412Z".into(),
+        priority: 90,
+        configured_priority: 150,
+        master_address: "198.51.100.11".parse().ok(),
+        virtual_ips: vec!["198.51.100.10/24".into()],
+        became_master: 2,
+        became_backup: 1,
+        adverts_sent: 1204,
+        adverts_received: 3,
+        discarded: [("bad_ttl", 4)].into_iter().collect(),
+        last_error: None,
+        fault: false,
+        tracked: vec![TrackedView {
+            kind: "pool",
+            name: "web".into(),
+            weight: Some(-60),
+            ok: false,
+            reason: Some("no backend is eligible".into()),
+        }],
+        events: Vec::new(),
+    };
+    let state = AdminState::new(topology(), Vec::new(), "0.0.0-test").with_vrrp(vec![
+        tandem_admin::VrrpSource(Arc::new(move || view.clone())),
+    ]);
+    let text = state.render_metrics().expect("metrics");
+    for line in [
+        "tandem_vrrp_state{instance=\"web\",state=\"master\"} 1",
+        "tandem_vrrp_state{instance=\"web\",state=\"backup\"} 0",
+        "tandem_vrrp_priority{instance=\"web\"} 90",
+        "tandem_vrrp_configured_priority{instance=\"web\"} 150",
+        "tandem_vrrp_became_master_total{instance=\"web\"} 2",
+        "tandem_vrrp_adverts_sent_total{instance=\"web\"} 1204",
+        "tandem_vrrp_discarded_total{instance=\"web\",reason=\"bad_ttl\"} 4",
+        "tandem_vrrp_tracked_ok{instance=\"web\",kind=\"pool\",name=\"web\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+    // Without instances, no VRRP family at all.
+    let plain = AdminState::new(topology(), Vec::new(), "0.0.0-test")
+        .render_metrics()
+        .expect("metrics");
+    assert!(!plain.contains("tandem_vrrp_"), "{plain}");
+}
