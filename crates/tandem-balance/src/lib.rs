@@ -12,6 +12,7 @@ pub mod pool;
 pub mod retry_budget;
 pub mod scheduler;
 pub mod slow_start;
+pub mod sticky;
 pub mod topology;
 
 pub use backend::{ActiveGuard, AdminState, BackendRuntime, BackendStats, Health, HealthDetail};
