@@ -13,6 +13,7 @@ pub mod retry_budget;
 pub mod scheduler;
 pub mod slow_start;
 pub mod sticky;
+pub mod token;
 pub mod topology;
 
 pub use backend::{ActiveGuard, AdminState, BackendRuntime, BackendStats, Health, HealthDetail};
