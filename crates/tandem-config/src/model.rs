@@ -8,9 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 mod health;
+mod persistence;
 mod resilience;
 mod vrrp;
 pub use health::*;
+pub use persistence::*;
 pub use resilience::*;
 pub use vrrp::*;
 
@@ -25,6 +27,8 @@ pub struct Config {
     pub vrrp: Vec<Vrrp>,
     /// `[[vrrp_script]]` check commands, in file order.
     pub vrrp_scripts: Vec<VrrpScript>,
+    /// `[cluster]`: absent means this node shares nothing with others.
+    pub cluster: Option<Cluster>,
 }
 
 /// `[runtime]`
@@ -190,6 +194,8 @@ pub struct Service {
     /// `max_header_size` (http): bytes of request head accepted before 431. Default 16384,
     /// range 1024..=1048576.
     pub max_header_size: usize,
+    /// `persistence`: default none (every request or connection is balanced on its own).
+    pub persistence: Option<Persistence>,
 }
 
 impl Service {

@@ -24,6 +24,7 @@ use crate::suggest::closest;
 use crate::{ConfigError, ConfigErrors};
 
 mod health;
+mod persistence;
 mod vrrp;
 mod vrrp_ops;
 use health::health;
@@ -370,7 +371,15 @@ fn array_of_tables<'a, 'i>(
 // ---------------------------------------------------------------------------------------------
 // The schema
 
-const ROOT_KEYS: &[&str] = &["runtime", "admin", "pool", "service", "vrrp", "vrrp_script"];
+const ROOT_KEYS: &[&str] = &[
+    "runtime",
+    "admin",
+    "pool",
+    "service",
+    "vrrp",
+    "vrrp_script",
+    "cluster",
+];
 /// Keys shown in the design but not implemented yet: say "planned", not "misspelt".
 const PLANNED: &[(&str, &str)] = &[];
 const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout"];
@@ -406,6 +415,7 @@ const SERVICE_KEYS: &[&str] = &[
     "response_timeout",
     "idle_timeout",
     "max_header_size",
+    "persistence",
 ];
 const SERVICE_HTTP_ONLY: &[&str] = &["header_timeout", "response_timeout", "max_header_size"];
 
@@ -439,6 +449,9 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         Some(v) => pools(cx, v),
         None => Vec::new(),
     };
+    let cluster = root
+        .get("cluster")
+        .and_then(|v| persistence::cluster(cx, v));
     let mut listens = Vec::new();
     let services = match root.get("service") {
         Some(v) => services(
@@ -467,6 +480,7 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         services,
         vrrp,
         vrrp_scripts: scripts.0,
+        cluster,
     }
 }
 
@@ -908,6 +922,12 @@ fn services(
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(Service::DEFAULT_MAX_HEADER_SIZE)
         };
+        let persistence = t
+            .opt(cx, "persistence", |cx, p, v| {
+                persistence::persistence(cx, p, v, mode)
+            })
+            .ok()
+            .flatten();
         out.push(Service {
             name: svc_name.unwrap_or_default(),
             listen: listen.unwrap_or(PLACEHOLDER_ADDR),
@@ -915,6 +935,7 @@ fn services(
             pool: pool.unwrap_or_default(),
             timeouts,
             max_header_size,
+            persistence,
         });
     }
     out

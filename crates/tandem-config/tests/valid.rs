@@ -153,6 +153,7 @@ idle_timeout = "1h"
         ],
         vrrp: Vec::new(),
         vrrp_scripts: Vec::new(),
+        cluster: None,
         services: vec![
             Service {
                 name: "www".into(),
@@ -167,6 +168,7 @@ idle_timeout = "1h"
                     idle: ms(120_000),
                 },
                 max_header_size: 65536,
+                persistence: None,
             },
             Service {
                 name: "pg".into(),
@@ -181,6 +183,7 @@ idle_timeout = "1h"
                     idle: ms(3_600_000),
                 },
                 max_header_size: 16384,
+                persistence: None,
             },
         ],
     };
@@ -233,6 +236,7 @@ pool = "p"
         }],
         vrrp: Vec::new(),
         vrrp_scripts: Vec::new(),
+        cluster: None,
         services: vec![Service {
             name: "s".into(),
             listen: addr("127.0.0.1:8080"),
@@ -246,6 +250,7 @@ pool = "p"
                 idle: ms(60_000),
             },
             max_header_size: 16384,
+            persistence: None,
         }],
     };
     let got = parse(src);

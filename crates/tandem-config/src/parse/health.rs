@@ -172,7 +172,7 @@ fn kind_name(cx: &mut Cx, path: &str, v: &Value) -> R<&'static str> {
 }
 
 /// `["a"]` → `a`; `["a", "b", "c"]` → `a, b and c`.
-fn list(items: &[&str]) -> String {
+pub(super) fn list(items: &[&str]) -> String {
     match items {
         [] => String::new(),
         [one] => (*one).to_string(),
