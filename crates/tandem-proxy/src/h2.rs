@@ -100,6 +100,7 @@ impl H2Service {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let key = RequestKey {
             client: Some(peer.ip()),
+            hash: None,
         };
         let req = prepare_request(req, peer);
         // Only an idempotent request without a body may be sent again after a backend saw it.

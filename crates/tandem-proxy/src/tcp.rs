@@ -33,6 +33,7 @@ impl TcpService {
     pub(crate) async fn serve_connection(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
         let key = RequestKey {
             client: Some(peer.ip()),
+            hash: None,
         };
         // A failed connect is retried on another backend: the client has sent nothing that
         // could be lost, since nothing is read from it before a backend is connected.

@@ -95,9 +95,9 @@ impl Scheduler for Maglev {
         _load: &dyn LoadView,
         accept: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        match key.client {
-            Some(ip) if !self.table.is_empty() => {
-                let slot = reduce(ip_hash(ip), self.table.len());
+        match key.hash.or(key.client.map(ip_hash)) {
+            Some(h) if !self.table.is_empty() => {
+                let slot = reduce(h, self.table.len());
                 table_pick(&self.table, &self.ids, slot, accept)
             }
             _ => rr::scan(&self.ids, &self.cursor, accept),

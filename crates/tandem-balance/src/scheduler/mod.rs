@@ -48,6 +48,15 @@ pub struct Candidate {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestKey {
     pub client: Option<IpAddr>,
+    /// A hash that takes the place of the client's address (`header` persistence: the hash of
+    /// a header value, [`key_hash`]).
+    pub hash: Option<u64>,
+}
+
+/// The hash of a persistence key (a header value) for [`RequestKey::hash`]: fixed, unkeyed
+/// and the same on every node, so every node of a cluster maps a key to the same backend.
+pub fn key_hash(bytes: &[u8]) -> u64 {
+    hash::mix64(hash::fnv1a64(bytes))
 }
 
 /// Live load of the backends, read by load-aware schedulers (`lc`, `wlc`, `p2c`, `ewma`).

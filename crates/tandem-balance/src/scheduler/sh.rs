@@ -62,9 +62,9 @@ impl Scheduler for SourceHash {
         _load: &dyn LoadView,
         accept: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        match key.client {
-            Some(ip) if !self.table.is_empty() => {
-                let bucket = reduce(ip_hash(ip), self.table.len());
+        match key.hash.or(key.client.map(ip_hash)) {
+            Some(h) if !self.table.is_empty() => {
+                let bucket = reduce(h, self.table.len());
                 table_pick(&self.table, &self.ids, bucket, accept)
             }
             _ => rr::scan(&self.ids, &self.cursor, accept),
@@ -289,12 +289,51 @@ mod tests {
     }
 
     #[test]
+    fn a_key_hash_replaces_the_client_address() {
+        let s = SourceHash::new(&cands(&[1, 1, 1, 1]));
+        let with = |client: u32, hash: u64| RequestKey {
+            client: Some(IpAddr::V4(client.into())),
+            hash: Some(hash),
+        };
+        // Same hash, different clients: same backend; different hashes spread.
+        let a = s.pick(
+            &with(1, crate::scheduler::key_hash(b"tenant-a")),
+            &Loads::idle(),
+            &all,
+        );
+        for c in 2..50 {
+            assert_eq!(
+                s.pick(
+                    &with(c, crate::scheduler::key_hash(b"tenant-a")),
+                    &Loads::idle(),
+                    &all
+                ),
+                a
+            );
+        }
+        let picks: std::collections::HashSet<_> = (0..64u32)
+            .filter_map(|t| {
+                s.pick(
+                    &with(
+                        1,
+                        crate::scheduler::key_hash(format!("tenant-{t}").as_bytes()),
+                    ),
+                    &Loads::idle(),
+                    &all,
+                )
+            })
+            .collect();
+        assert_eq!(picks.len(), 4);
+    }
+
+    #[test]
     fn no_address_is_round_robin_and_ipv6_works() {
         let s = SourceHash::new(&cands(&[1, 1, 1]));
         let h = histogram(&s, 3, 300, &Loads::idle(), |_| no_key(), &all);
         assert_eq!(h, [100, 100, 100]);
         let v6 = RequestKey {
             client: Some(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
+            hash: None,
         };
         let id = s.pick(&v6, &Loads::idle(), &all).unwrap();
         assert_eq!(s.pick(&v6, &Loads::idle(), &all), Some(id));

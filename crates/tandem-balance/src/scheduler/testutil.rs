@@ -54,12 +54,16 @@ pub fn all(_: usize) -> bool {
 }
 
 pub fn no_key() -> RequestKey {
-    RequestKey { client: None }
+    RequestKey {
+        client: None,
+        hash: None,
+    }
 }
 
 pub fn key_v4(i: u32) -> RequestKey {
     RequestKey {
         client: Some(IpAddr::V4(Ipv4Addr::from(i))),
+        hash: None,
     }
 }
 

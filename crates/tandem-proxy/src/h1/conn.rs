@@ -151,6 +151,7 @@ impl H1Service {
             peer: Peer::new(peer),
             key: RequestKey {
                 client: Some(peer.ip()),
+                hash: None,
             },
             cbuf: b.cbuf,
             bbuf: b.bbuf,
