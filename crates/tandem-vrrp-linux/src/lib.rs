@@ -8,11 +8,15 @@
 //! - [`announce`]: gratuitous ARP (AF_PACKET) and unsolicited neighbour advertisements.
 //! - [`runner`]: one instance's loop, on its own OS thread with its own current-thread
 //!   runtime, so a saturated proxy cannot delay adverts.
+//! - [`vmac`]: VRRP's virtual MAC (keepalived's `use_vmac`): a macvlan interface with the
+//!   RFC 5798 virtual router MAC address for the VIPs, so a failover changes no host's
+//!   neighbour entry.
 
 pub mod announce;
 pub mod netlink;
 pub mod runner;
 pub mod socket;
+pub mod vmac;
 
 use std::io;
 

@@ -51,7 +51,7 @@ const RECV_BUFFER: usize = 64 * 1024;
 
 /// Adds `context` to an error while keeping its kind, so callers can still match on
 /// [`io::ErrorKind`].
-fn with_context(err: io::Error, context: impl std::fmt::Display) -> io::Error {
+pub(crate) fn with_context(err: io::Error, context: impl std::fmt::Display) -> io::Error {
     io::Error::new(err.kind(), format!("{context}: {err}"))
 }
 
@@ -317,6 +317,31 @@ pub fn link_index(name: &str) -> io::Result<u32> {
         .link(query)
         .map_err(|e| link_error(e, &format!("{name:?}")))?;
     Ok(link.header.index)
+}
+
+/// The full `RTM_NEWLINK` description of the interface called `name` (kind, parent,
+/// hardware address, ...), or `None` when there is no such interface. For [`crate::vmac`],
+/// which has to tell its own macvlan interfaces from anything else of the same name.
+pub(crate) fn link_message_by_name(name: &str) -> io::Result<Option<LinkMessage>> {
+    let mut query = LinkMessage::default();
+    query
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    match Rtnl::open()?.link(query) {
+        Ok(link) => Ok(Some(link)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(with_context(
+            e,
+            format!("netlink: cannot read interface {name:?}"),
+        )),
+    }
+}
+
+/// Sends one link request (`RTM_NEWLINK`, `RTM_SETLINK`, `RTM_DELLINK`) with `flags` and
+/// returns once the kernel has acknowledged it. The kernel's error is returned as is (no
+/// context added), so callers can match on its errno (`EEXIST`, `ENODEV`, `EADDRINUSE`).
+pub(crate) fn link_request(message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+    Rtnl::open()?.request(message, flags).map(|_| ())
 }
 
 /// Name, flags and hardware address of interface `index`.

@@ -56,7 +56,7 @@ use tandem_vrrp::{Advert, Version, OWNER_PRIORITY};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::socket::{SocketCounters, VrrpSocket, RECV_BUFFER_LEN};
+use crate::socket::{SendInterface, SocketCounters, VrrpSocket, RECV_BUFFER_LEN};
 use crate::Vips;
 
 /// keepalived's default `garp_master_delay`.
@@ -96,6 +96,11 @@ pub struct RunnerConfig {
     /// Run the thread as `SCHED_FIFO` with this priority (1..=99; clamped). Failing to get it
     /// (no `CAP_SYS_NICE`) is logged and the instance runs at normal priority.
     pub realtime_priority: Option<u8>,
+    /// Send adverts through this interface instead of `ifindex` (still receiving on
+    /// `ifindex`, still from `instance.local_address`): the VRRP virtual MAC interface, so
+    /// adverts carry the virtual MAC (see [`crate::vmac`]). Multicast only: refused at
+    /// spawn together with `unicast_peers`. `None` (the default): send on `ifindex`.
+    pub send_interface: Option<SendInterface>,
 }
 
 impl RunnerConfig {
@@ -113,6 +118,7 @@ impl RunnerConfig {
             unicast_peers: Vec::new(),
             password: None,
             realtime_priority: None,
+            send_interface: None,
         }
     }
 }
@@ -403,11 +409,12 @@ fn thread_main(
         }
     };
     runtime.block_on(async move {
-        let socket = match VrrpSocket::open(
+        let socket = match VrrpSocket::open_with_send_interface(
             config.ifindex,
             &config.ifname,
             config.instance.local_address,
             &config.unicast_peers,
+            config.send_interface.as_ref(),
         ) {
             Ok(socket) => socket,
             Err(e) => {

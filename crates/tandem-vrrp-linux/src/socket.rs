@@ -17,6 +17,14 @@
 //! turn (keepalived's `unicast_peer`, for links without multicast). Multicast loopback is
 //! off: our own adverts are of no use to us (the state machine would drop them anyway).
 //!
+//! With a [`SendInterface`] (VRRP's virtual MAC, [`crate::vmac`]) adverts are received on the
+//! instance's interface as always but sent through a second raw socket bound to the send
+//! interface, so they carry that interface's MAC address as Ethernet source. The source
+//! address stays the instance's interface's primary address: for IPv6 the send socket is
+//! `IPV6_FREEBIND`, because the kernel otherwise only sends from a link-local address
+//! configured on the outgoing interface itself. The send socket joins no group and has a
+//! filter that drops everything, so nothing queues on it.
+//!
 //! # Receiving
 //!
 //! - IPv4: a raw socket delivers the whole datagram *with* its IP header. We parse that
@@ -83,10 +91,23 @@ pub struct SocketCounters {
     pub malformed_ip: u64,
 }
 
+/// The interface adverts are sent through when it is not the one they are received on: a
+/// VRRP virtual MAC interface ([`crate::vmac::Vmac::send_interface`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendInterface {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name (for `SO_BINDTODEVICE`).
+    pub name: String,
+}
+
 /// A VRRP raw socket on one interface (see the module docs).
 #[derive(Debug)]
 pub struct VrrpSocket {
     fd: AsyncFd<Socket>,
+    /// With a [`SendInterface`]: the socket bound to it, and its index. Without: adverts
+    /// leave through `fd` on `ifindex`.
+    send_via: Option<(AsyncFd<Socket>, u32)>,
     family: Family,
     ifindex: u32,
     source: IpAddr,
@@ -114,6 +135,23 @@ impl VrrpSocket {
         source: IpAddr,
         unicast_peers: &[IpAddr],
     ) -> io::Result<Self> {
+        Self::open_with_send_interface(ifindex, ifname, source, unicast_peers, None)
+    }
+
+    /// Like [`VrrpSocket::open`], and with `send` set, adverts leave through that interface
+    /// instead of `ifname` (from the same `source` address; see the module docs). Receiving
+    /// is unchanged: on `ifname`.
+    ///
+    /// `send` is for multicast only and refused with `unicast_peers`: a unicast advert out of
+    /// a virtual MAC interface would resolve the peer's address from there, announcing this
+    /// node's own address with the virtual MAC (see [`crate::vmac`]).
+    pub fn open_with_send_interface(
+        ifindex: u32,
+        ifname: &str,
+        source: IpAddr,
+        unicast_peers: &[IpAddr],
+        send: Option<&SendInterface>,
+    ) -> io::Result<Self> {
         let family = Family::of(source);
         if let Some(peer) = unicast_peers.iter().find(|p| Family::of(**p) != family) {
             return Err(invalid(format!(
@@ -123,6 +161,12 @@ impl VrrpSocket {
         if source.is_unspecified() || source.is_multicast() {
             return Err(invalid(format!(
                 "VRRP source address {source} must be a unicast address of {ifname}"
+            )));
+        }
+        if let (Some(send), false) = (send, unicast_peers.is_empty()) {
+            return Err(invalid(format!(
+                "adverts to unicast peers must leave from {ifname}, not through {}",
+                send.name
             )));
         }
         if let IpAddr::V6(v6) = source {
@@ -155,8 +199,27 @@ impl VrrpSocket {
             let (_, e) = e.into_parts();
             context(e, format!("registering the VRRP socket on {ifname}"))
         })?;
+        let send_via = match send {
+            None => None,
+            Some(send) => {
+                let socket = open_send_only(family, send).map_err(|e| {
+                    context(
+                        e,
+                        format!("VRRP send socket on {} (ifindex {})", send.name, send.index),
+                    )
+                })?;
+                // SAFETY: as above.
+                let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE) }
+                    .map_err(|e| {
+                        let (_, e) = e.into_parts();
+                        context(e, format!("registering the send socket on {}", send.name))
+                    })?;
+                Some((fd, send.index))
+            }
+        };
         Ok(Self {
             fd,
+            send_via,
             family,
             ifindex,
             source,
@@ -224,10 +287,14 @@ impl VrrpSocket {
                 self.source
             )));
         }
+        let (fd, ifindex) = match &self.send_via {
+            Some((fd, index)) => (fd, *index),
+            None => (&self.fd, self.ifindex),
+        };
         loop {
-            let mut guard = self.fd.writable().await?;
+            let mut guard = fd.writable().await?;
             match guard.try_io(|inner| {
-                send_with_pktinfo(inner.get_ref(), bytes, self.source, dst, self.ifindex)
+                send_with_pktinfo(inner.get_ref(), bytes, self.source, dst, ifindex)
             }) {
                 Ok(result) => {
                     return result.map_err(|e| context(e, format!("sending VRRP to {dst}")))
@@ -322,6 +389,65 @@ fn open_v6(ifindex: u32, ifname: &str, multicast: bool) -> io::Result<Socket> {
         socket
             .set_multicast_all_v6(false)
             .map_err(|e| context(e, "IPV6_MULTICAST_ALL off".into()))?;
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| context(e, "O_NONBLOCK".into()))?;
+    Ok(socket)
+}
+
+/// A raw protocol-112 socket that only sends, through `send`: bound to it, TTL / hop limit
+/// 255, no multicast loopback, no group joined, and a classic BPF filter that accepts
+/// nothing (a raw socket otherwise gets a copy of every VRRP packet arriving on its
+/// interface, which nobody would read). IPv6 also gets `IPV6_FREEBIND`, since the source
+/// (the link-local address of the receiving interface) is not on this one.
+fn open_send_only(family: Family, send: &SendInterface) -> io::Result<Socket> {
+    let domain = match family {
+        Family::V4 => Domain::IPV4,
+        Family::V6 => Domain::IPV6,
+    };
+    let socket = Socket::new(
+        domain,
+        Type::RAW,
+        Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+    )
+    .map_err(|e| context(e, "socket(SOCK_RAW, 112)".into()))?;
+    // BPF_RET | BPF_K with k = 0: keep 0 bytes of every packet, i.e. drop it.
+    socket
+        .attach_filter(&[socket2::SockFilter::new(0x06, 0, 0, 0)])
+        .map_err(|e| context(e, "SO_ATTACH_FILTER (drop all)".into()))?;
+    socket
+        .bind_device(Some(send.name.as_bytes()))
+        .map_err(|e| context(e, "SO_BINDTODEVICE".into()))?;
+    match family {
+        Family::V4 => {
+            socket
+                .set_ttl_v4(u32::from(REQUIRED_TTL))
+                .map_err(|e| context(e, "IP_TTL 255".into()))?;
+            socket
+                .set_multicast_ttl_v4(u32::from(REQUIRED_TTL))
+                .map_err(|e| context(e, "IP_MULTICAST_TTL 255".into()))?;
+            socket
+                .set_multicast_loop_v4(false)
+                .map_err(|e| context(e, "IP_MULTICAST_LOOP off".into()))?;
+        }
+        Family::V6 => {
+            socket
+                .set_multicast_hops_v6(u32::from(REQUIRED_TTL))
+                .map_err(|e| context(e, "IPV6_MULTICAST_HOPS 255".into()))?;
+            socket
+                .set_unicast_hops_v6(u32::from(REQUIRED_TTL))
+                .map_err(|e| context(e, "IPV6_UNICAST_HOPS 255".into()))?;
+            socket
+                .set_multicast_loop_v6(false)
+                .map_err(|e| context(e, "IPV6_MULTICAST_LOOP off".into()))?;
+            socket
+                .set_multicast_if_v6(send.index)
+                .map_err(|e| context(e, "IPV6_MULTICAST_IF".into()))?;
+            socket
+                .set_freebind_v6(true)
+                .map_err(|e| context(e, "IPV6_FREEBIND".into()))?;
+        }
     }
     socket
         .set_nonblocking(true)
@@ -555,6 +681,24 @@ mod tests {
         let mut big_ihl = [0u8; 20];
         big_ihl[0] = 0x4f; // 60-byte header in a 20-byte packet
         assert!(strip_ipv4_header(&mut big_ihl, 20).is_none());
+    }
+
+    #[test]
+    fn send_interface_is_refused_with_unicast_peers() {
+        let send = SendInterface {
+            index: 7,
+            name: "vrrp.51".into(),
+        };
+        let e = VrrpSocket::open_with_send_interface(
+            2,
+            "eth0",
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+            &[IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2))],
+            Some(&send),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("vrrp.51"), "{e}");
     }
 
     #[test]

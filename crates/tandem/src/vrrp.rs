@@ -16,12 +16,15 @@ use tandem_vrrp::packet::ChecksumMode;
 use tandem_vrrp::{Centis, Version};
 use tandem_vrrp_linux::netlink::{self, NetlinkVips};
 use tandem_vrrp_linux::runner::{self, RunnerConfig, RunnerHandle, SharedStatus};
+use tandem_vrrp_linux::vmac;
 
 /// A started instance.
 pub struct Running {
     pub name: String,
     pub cfg: Vrrp,
     pub handle: RunnerHandle,
+    /// The macvlan carrying the VIPs with the virtual MAC (`use_vmac`), removed on stop.
+    pub vmac: Option<String>,
     /// What tracking ([`crate::vrrp_track`]) last decided, for the admin API.
     pub tracked: crate::vrrp_track::SharedTrack,
     /// Recent state changes, for the admin API.
@@ -39,7 +42,7 @@ impl Running {
 pub fn start_all(instances: &[Vrrp]) -> anyhow::Result<Vec<Running>> {
     let mut running = Vec::with_capacity(instances.len());
     for v in instances {
-        let handle = start(v).with_context(|| format!("vrrp `{}`", v.name))?;
+        let (handle, vmac) = start(v).with_context(|| format!("vrrp `{}`", v.name))?;
         tracing::info!(
             vrrp = %v.name,
             interface = %v.interface,
@@ -51,6 +54,7 @@ pub fn start_all(instances: &[Vrrp]) -> anyhow::Result<Vec<Running>> {
             name: v.name.clone(),
             cfg: v.clone(),
             handle,
+            vmac,
             tracked: crate::vrrp_track::initial_state(v),
             events: crate::vrrp_notify::new_events(),
         });
@@ -83,10 +87,21 @@ pub fn stop_all(running: Vec<Running>) {
                 tracing::warn!(vrrp = %r.name, error = %e, "VRRP instance ended with an error")
             }
         }
+        // After the priority-0 advert and the release: the virtual MAC leaves with the node.
+        if let Some(name) = r.vmac {
+            if let Err(e) = vmac::remove(&name) {
+                tracing::warn!(vrrp = %r.name, vmac = %name, error = %e, "removing the virtual MAC interface failed");
+            }
+        }
     }
 }
 
-fn start(v: &Vrrp) -> anyhow::Result<RunnerHandle> {
+/// The vmac interface name of an instance with `use_vmac`.
+fn vmac_name(v: &Vrrp) -> String {
+    vmac::default_name(v.vrid, v.is_ipv6())
+}
+
+fn start(v: &Vrrp) -> anyhow::Result<(RunnerHandle, Option<String>)> {
     let index = netlink::link_index(&v.interface)
         .with_context(|| format!("interface `{}`", v.interface))?;
     let family_v6 = v.virtual_ips.first().is_some_and(|ip| ip.address.is_ipv6());
@@ -124,15 +139,47 @@ fn start(v: &Vrrp) -> anyhow::Result<RunnerHandle> {
     cfg.garp_master_refresh = v.garp_master_refresh;
     cfg.unicast_peers = v.unicast_peers.clone();
     cfg.realtime_priority = v.realtime_priority;
+    // use_vmac: the VIPs live on a macvlan with the virtual router MAC; adverts are received
+    // on the interface and sent through the macvlan (see tandem_vrrp_linux::vmac).
+    let mut vip_index = index;
+    let mut vmac_created = None;
+    if v.use_vmac {
+        let name = vmac_name(v);
+        let m = vmac::ensure(index, &name, v.vrid, family_v6)
+            .with_context(|| format!("use_vmac: interface `{name}` on `{}`", v.interface))?;
+        vip_index = m.index;
+        if v.unicast_peers.is_empty() {
+            cfg.send_interface = Some(m.send_interface());
+        } else if cfg.garp_master_refresh.is_none() {
+            // Unicast adverts leave from the base interface with its own MAC, so switches
+            // learn the virtual MAC only from announcements: keep making them.
+            cfg.garp_master_refresh = Some(VMAC_UNICAST_REFRESH);
+        }
+        vmac_created = Some(m.name);
+    }
     if let Some(p) = &v.password {
         cfg.password = Some(
             tandem_vrrp::packet::pad_password(p.as_bytes())
                 .ok_or_else(|| anyhow!("password is longer than 8 bytes"))?,
         );
     }
-    let vips = NetlinkVips::new(index, vips).context("virtual_ips")?;
-    runner::spawn(cfg, Box::new(vips)).map_err(|e| anyhow!("{e}"))
+    let vips = NetlinkVips::new(vip_index, vips).context("virtual_ips")?;
+    let handle = runner::spawn(cfg, Box::new(vips)).map_err(|e| anyhow!("{e}"));
+    match handle {
+        Ok(h) => Ok((h, vmac_created)),
+        Err(e) => {
+            if let Some(name) = &vmac_created {
+                let _ = vmac::remove(name);
+            }
+            Err(e)
+        }
+    }
 }
+
+/// With `use_vmac` and `unicast_peers`, how often a master re-announces its VIPs (unless
+/// `garp_master_refresh` says otherwise): often enough that a switch that forgot the virtual
+/// MAC relearns it well within its own aging time (300 s by default).
+const VMAC_UNICAST_REFRESH: Duration = Duration::from_secs(10);
 
 /// The advert source and tie-breaker (RFC 5798 5.1.1.1, 5.1.2.1): the interface's first IPv4
 /// address that is not a VIP, or its IPv6 link-local address.
@@ -173,6 +220,21 @@ pub fn cleanup(config: &Path) -> anyhow::Result<()> {
         .map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
     let mut failed = 0;
     for v in cfg.vrrp.iter().filter(|v| v.priority != 255) {
+        if v.use_vmac {
+            // Deleting the macvlan deletes the VIPs on it and the node's copy of the virtual
+            // MAC, which would otherwise keep answering ARP for them.
+            let name = vmac_name(v);
+            let existed = netlink::link_index(&name).is_ok();
+            match vmac::remove(&name) {
+                Ok(()) if existed => println!("vrrp `{}`: removed {name}", v.name),
+                Ok(()) => {}
+                Err(e) => {
+                    eprintln!("vrrp `{}`: removing {name}: {e}", v.name);
+                    failed += 1;
+                }
+            }
+            continue;
+        }
         let index = match netlink::link_index(&v.interface) {
             Ok(i) => i,
             Err(e) => {

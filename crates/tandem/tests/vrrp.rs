@@ -550,3 +550,86 @@ async fn quorum_loss_releases_the_vip() {
     lab.signal(n0.proc, libc::SIGTERM);
     lab.signal(n1.proc, libc::SIGTERM);
 }
+
+/// Whether node `i` has the VIP on `dev`.
+fn has_vip_on(lab: &Lab, i: usize, dev: &str) -> bool {
+    common::netns::ip_output(&["-n", lab.netns(i), "-o", "-4", "addr", "show", "dev", dev])
+        .contains(&format!(" {}/27 ", vip(lab)))
+}
+
+/// `use_vmac`: the VIP lives on `vrrp.51` with the virtual router MAC 00:00:5e:00:01:33, so
+/// the lab resolves the VIP to that MAC on either node; a SIGKILLed master's copy of the
+/// virtual MAC is gone after `vip-cleanup`, and a graceful stop removes it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_vmac_keeps_the_vips_mac_across_failover() {
+    const VMAC: &str = "00:00:5e:00:01:33";
+    let lab = Lab::new(2);
+    let dir = TempDir::new("vrrp-vmac");
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let c0 = node_config_with(
+        &lab,
+        0,
+        150,
+        true,
+        "use_vmac = true",
+        r#"{ kind = "none" }"#,
+    );
+    let c1 = node_config_with(
+        &lab,
+        1,
+        100,
+        true,
+        "use_vmac = true",
+        r#"{ kind = "none" }"#,
+    );
+    let n0 = start_with(&lab, &dir, 0, &c0);
+    let n1 = start_with(&lab, &dir, 1, &c1);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    until("VIP on node 0's vmac", Duration::from_secs(2), || {
+        has_vip_on(&lab, 0, "vrrp.51")
+    })
+    .await;
+    assert!(!has_vip(&lab, 0), "the VIP is on the vmac, not on eth0");
+    assert_eq!(resolved_mac(&lab, vip(&lab)).as_deref(), Some(VMAC));
+
+    lab.signal(n0.proc, libc::SIGKILL);
+    let took = until("node 1 takes the VIP", Duration::from_secs(3), || {
+        has_vip_on(&lab, 1, "vrrp.51")
+    })
+    .await;
+    eprintln!("vmac failover after SIGKILL: {took:?}");
+    // The stale copy on the dead node goes with vip-cleanup.
+    let mut cleanup = Command::new(tandem_bin());
+    cleanup.args([
+        "vip-cleanup",
+        "--config",
+        n0.config.to_str().expect("utf-8"),
+    ]);
+    let c = lab.spawn_in(0, &cleanup);
+    until("vip-cleanup to finish", Duration::from_secs(5), || {
+        !lab.running(c)
+    })
+    .await;
+    let links = common::netns::ip_output(&["-n", lab.netns(0), "-o", "link", "show"]);
+    assert!(!links.contains("vrrp.51"), "{links}");
+    assert_eq!(resolved_mac(&lab, vip(&lab)).as_deref(), Some(VMAC));
+
+    lab.signal(n1.proc, libc::SIGTERM);
+    until("node 1 to exit", Duration::from_secs(10), || {
+        !lab.running(n1.proc)
+    })
+    .await;
+    let links = common::netns::ip_output(&["-n", lab.netns(1), "-o", "link", "show"]);
+    assert!(
+        !links.contains("vrrp.51"),
+        "a graceful stop removes the vmac: {links}"
+    );
+}
