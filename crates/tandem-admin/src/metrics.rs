@@ -334,6 +334,91 @@ impl Collector for TopologyCollector {
                     .encode_counter::<NoLabelSet, u64, u64>(&field(stats).load(relaxed), None)?;
             }
         }
+        self.encode_persistence(&mut enc)?;
+        Ok(())
+    }
+}
+
+impl TopologyCollector {
+    /// Session persistence, per service that has it.
+    fn encode_persistence(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        use tandem_balance::persistence::PersistenceCounters;
+        let p = &self.topology.persistence;
+        if p.is_empty() {
+            return Ok(());
+        }
+        type Field = fn(&PersistenceCounters) -> &AtomicU64;
+        let counters: [(&str, &str, Field); 4] = [
+            (
+                "tandem_persistence_pinned",
+                "Requests (connections, tcp) sent to the backend persistence pinned them to.",
+                |c| &c.pinned,
+            ),
+            (
+                "tandem_persistence_repinned",
+                "Pinned requests whose backend was down (or gone) and that were balanced again (or got 503 with on_backend_down = fail).",
+                |c| &c.repinned,
+            ),
+            (
+                "tandem_persistence_invalid_tokens",
+                "Persistence cookies or URL parameters that did not verify (tampered, another service's, another key's): ignored.",
+                |c| &c.invalid_tokens,
+            ),
+            (
+                "tandem_persistence_issued",
+                "Persistence cookies set on responses.",
+                |c| &c.issued,
+            ),
+        ];
+        for (name, help, field) in counters {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for s in p {
+                m.encode_family(&[("service", s.service.as_str())])?
+                    .encode_counter::<NoLabelSet, u64, u64>(
+                        &field(&s.counters).load(Ordering::Relaxed),
+                        None,
+                    )?;
+            }
+        }
+        let tables: Vec<_> = p
+            .iter()
+            .filter_map(|s| s.sticky.as_ref().map(|t| (s.service.as_str(), t)))
+            .collect();
+        if tables.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "tandem_sticky_entries",
+                "Entries in the service's source_ip sticky table.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (service, t) in &tables {
+                m.encode_family(&[("service", *service)])?
+                    .encode_gauge(&(t.len() as u64))?;
+            }
+        }
+        type TableField = fn(&tandem_balance::sticky::StickyCounters) -> u64;
+        let table_counters: [(&str, &str, TableField); 2] = [
+            (
+                "tandem_sticky_evicted",
+                "Sticky entries dropped because the table was full (max_entries): raise it if this grows.",
+                |c| c.evicted,
+            ),
+            (
+                "tandem_sticky_expired",
+                "Sticky entries dropped after being idle for the timeout.",
+                |c| c.expired,
+            ),
+        ];
+        for (name, help, field) in table_counters {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (service, t) in &tables {
+                m.encode_family(&[("service", *service)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(&field(&t.counters()), None)?;
+            }
+        }
         Ok(())
     }
 }

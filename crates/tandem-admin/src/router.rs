@@ -23,6 +23,9 @@ const ALLOWED_ACTION: &str = "POST";
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
+/// Sticky entries shown by `GET /api/v1/services/{service}/sticky` (the count is always
+/// complete).
+const STICKY_LIMIT: usize = 1000;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
@@ -30,6 +33,8 @@ enum Route {
     Pools,
     Pool(String),
     Services,
+    /// `GET /api/v1/services/{service}/sticky`
+    Sticky(String),
     Vrrp,
     Metrics,
     /// `POST /api/v1/pools/{pool}/backends/{address}/{action}`
@@ -70,6 +75,13 @@ fn route(path: &str) -> Option<Route> {
         "/api/v1/pools" => Some(Route::Pools),
         "/api/v1/services" => Some(Route::Services),
         "/api/v1/vrrp" => Some(Route::Vrrp),
+        _ if path.starts_with("/api/v1/services/") => {
+            let rest = path.strip_prefix("/api/v1/services/")?;
+            let (name, tail) = rest.split_once('/')?;
+            (tail == "sticky" && !name.is_empty())
+                .then(|| percent_decode(name).map(Route::Sticky))
+                .flatten()
+        }
         _ => {
             let rest = path.strip_prefix("/api/v1/pools/")?;
             let mut parts = rest.split('/');
@@ -179,6 +191,22 @@ pub fn respond(
             },
         ),
         Route::Action { .. } => error(path, StatusCode::NOT_FOUND, "no such endpoint".into()),
+        Route::Sticky(name) => match state.topology.persistence(&name) {
+            Some(p) => json(
+                StatusCode::OK,
+                &crate::view::StickyView::new(p, STICKY_LIMIT),
+            ),
+            None if state.services.iter().any(|s| s.name == name) => error(
+                path,
+                StatusCode::NOT_FOUND,
+                format!("service {name:?} has no persistence"),
+            ),
+            None => error(
+                path,
+                StatusCode::NOT_FOUND,
+                format!("no service named {name:?}"),
+            ),
+        },
         Route::Vrrp => json(
             StatusCode::OK,
             &VrrpListView {

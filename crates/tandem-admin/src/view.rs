@@ -214,3 +214,66 @@ impl BackendView {
         }
     }
 }
+
+/// `GET /api/v1/services/{service}/sticky`
+#[derive(Debug, Serialize)]
+pub struct StickyView {
+    pub service: String,
+    /// `source_ip`, `cookie`, `url_param` or `header`.
+    pub kind: &'static str,
+    /// Entries in the table (source_ip); 0 for the stateless kinds.
+    pub size: usize,
+    /// Up to 1000 entries, in no particular order.
+    pub entries: Vec<StickyEntryView>,
+    pub hits: u64,
+    pub misses: u64,
+    pub evicted: u64,
+    pub expired: u64,
+    pub pinned: u64,
+    pub repinned: u64,
+    pub invalid_tokens: u64,
+    pub issued: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StickyEntryView {
+    /// The client address, masked.
+    pub client: String,
+    pub backend: String,
+    pub idle_ms: u64,
+    pub expires_in_ms: u64,
+}
+
+impl StickyView {
+    pub fn new(p: &tandem_balance::persistence::ServicePersistence, limit: usize) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::Instant::now();
+        let (size, entries, c) = match &p.sticky {
+            Some(t) => (t.len(), t.entries(now, limit), t.counters()),
+            None => (0, Vec::new(), Default::default()),
+        };
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        StickyView {
+            service: p.service.clone(),
+            kind: p.cfg.kind.name(),
+            size,
+            entries: entries
+                .into_iter()
+                .map(|e| StickyEntryView {
+                    client: e.key.to_string(),
+                    backend: e.backend.to_string(),
+                    idle_ms: ms(e.idle),
+                    expires_in_ms: ms(e.expires_in),
+                })
+                .collect(),
+            hits: c.hits,
+            misses: c.misses,
+            evicted: c.evicted,
+            expired: c.expired,
+            pinned: p.counters.pinned.load(Relaxed),
+            repinned: p.counters.repinned.load(Relaxed),
+            invalid_tokens: p.counters.invalid_tokens.load(Relaxed),
+            issued: p.counters.issued.load(Relaxed),
+        }
+    }
+}

@@ -46,6 +46,7 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
 /// Pool "db": one backend, nothing checked yet. Pool "a.b-c": no backends.
 fn topology() -> Arc<Topology> {
     Arc::new(Topology {
+        persistence: Vec::new(),
         services: Vec::new(),
         pools: vec![
             Arc::new(PoolRuntime::new(&pool(

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod connect_timer;
 pub mod outlier;
+pub mod persistence;
 pub mod pool;
 pub mod retry_budget;
 pub mod scheduler;

@@ -77,7 +77,8 @@ impl TokenKey {
     }
 
     /// The backend id a token names, if it is well-formed and its tag verifies (in constant
-    /// time).
+    /// time). (The data plane compares against precomputed tokens instead, see
+    /// `persistence`; both accept exactly the same tokens.)
     pub fn verify(&self, token: &str) -> Option<u64> {
         let b = token.as_bytes();
         if b.len() != TOKEN_LEN || b[16] != b'.' {
@@ -95,7 +96,7 @@ impl TokenKey {
 
 /// Compares without an early exit, so the time taken does not tell how many leading bytes of
 /// a guessed tag were right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -104,6 +105,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         .zip(b)
         .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
     diff == 0
+}
+
+/// The id a well-formed token claims (not verified: compare the whole token with the one
+/// issued for that id).
+pub fn parse_id(token: &str) -> Option<u64> {
+    let b = token.as_bytes();
+    if b.len() != TOKEN_LEN || b[16] != b'.' {
+        return None;
+    }
+    let mut id = [0u8; 8];
+    unhex(&b[..16], &mut id)?;
+    Some(u64::from_be_bytes(id))
 }
 
 fn push_hex(s: &mut String, bytes: &[u8]) {

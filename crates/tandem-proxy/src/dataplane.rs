@@ -140,9 +140,10 @@ impl Dataplane {
                 .service_stats(&b.cfg.name)
                 .cloned()
                 .unwrap_or_default();
+            let persist = topology.persistence(&b.cfg.name).cloned();
             plans.push((
                 b.cfg,
-                Arc::new(Balancer::new(Arc::clone(pool), stats)),
+                Arc::new(Balancer::new(Arc::clone(pool), stats, persist)),
                 b.sockets,
             ));
         }

@@ -18,7 +18,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tandem_balance::persistence::{Pinned, ServicePersistence};
 use tandem_balance::{Avoid, RequestKey};
+use tandem_config::{CookieMode, PersistenceKind};
 use tandem_config::{SchedulerKind, Service, Timeouts};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -97,10 +99,16 @@ impl H2Service {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let persist = self.balancer.persist.as_deref();
+        let now = std::time::Instant::now();
+        let (token, hash) = persist.map_or((None, None), |p| persist_in(p, &mut req));
+        let pinned = persist.map_or(Pinned::None, |p| {
+            p.pin(token.as_ref().map(|t| &t[..]), peer.ip(), now)
+        });
         let key = RequestKey {
             client: Some(peer.ip()),
-            hash: None,
+            hash,
         };
         let req = prepare_request(req, peer);
         // Only an idempotent request without a body may be sent again after a backend saw it.
@@ -112,17 +120,33 @@ impl H2Service {
         let mut replays = 0;
         let mut last = None;
         while !avoid.is_full() {
-            let slot = match self.balancer.acquire(&key, &avoid).await {
+            let slot = match self.balancer.acquire_pinned(&key, &avoid, pinned).await {
                 Acquired::Slot(s) => s,
                 Acquired::Busy => {
                     return local(StatusCode::SERVICE_UNAVAILABLE, "all backends are busy\n")
                 }
                 Acquired::NoBackend => return no_backend(),
+                Acquired::PinnedDown => {
+                    return local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the backend of this session is down\n",
+                    )
+                }
                 Acquired::Exhausted => break,
             };
-            avoid.insert(slot.backend().id);
+            let id = slot.backend().id;
+            avoid.insert(id);
+            let issue = persist.is_some_and(|p| p.chosen(pinned, id, peer.ip(), now));
+            if let Some(p) = persist {
+                persist_request_header(p, id, req.headers_mut());
+            }
             match self.forward(req, slot, deadline, replay.is_some()).await {
-                Ok(resp) => return resp,
+                Ok(mut resp) => {
+                    if let Some(p) = persist {
+                        persist_out(p, id, issue, resp.headers_mut());
+                    }
+                    return resp;
+                }
                 // A connect failure: the backend never saw the request; always safe.
                 Err(Lost::Unsent(unsent)) => req = *unsent,
                 Err(Lost::NoResponse(error)) => {
@@ -314,4 +338,124 @@ fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// The persistence token (cookie, url_param) or header hash a request presents; in cookie
+/// prefix mode the prefix is stripped from the cookie the backend will see.
+fn persist_in<B>(
+    p: &ServicePersistence,
+    req: &mut Request<B>,
+) -> (Option<crate::persist::Token>, Option<u64>) {
+    match &p.cfg.kind {
+        PersistenceKind::Cookie(c) => {
+            let headers = req.headers_mut();
+            for v in headers.get_all(http::header::COOKIE).iter() {
+                let bytes = v.as_bytes();
+                if c.mode == CookieMode::Prefix {
+                    let mut out = Vec::new();
+                    if let Some(t) = crate::persist::strip_cookie_prefix(bytes, &c.name, &mut out) {
+                        let token = crate::persist::token_of(t);
+                        if let Ok(new) = http::HeaderValue::from_bytes(&out) {
+                            // One Cookie field per pair is allowed in HTTP/2 (RFC 9113
+                            // 8.2.3); replace the one that carried the prefix.
+                            let others: Vec<http::HeaderValue> = headers
+                                .get_all(http::header::COOKIE)
+                                .iter()
+                                .filter(|x| x.as_bytes() != bytes)
+                                .cloned()
+                                .collect();
+                            headers.remove(http::header::COOKIE);
+                            for o in others {
+                                headers.append(http::header::COOKIE, o);
+                            }
+                            headers.append(http::header::COOKIE, new);
+                        }
+                        return (Some(token), None);
+                    }
+                } else if let Some(t) = crate::persist::cookie_value(bytes, &c.name) {
+                    return (Some(crate::persist::token_of(t)), None);
+                }
+            }
+            (None, None)
+        }
+        PersistenceKind::UrlParam { name } => {
+            let token = req
+                .uri()
+                .path_and_query()
+                .and_then(|pq| crate::persist::query_param(pq.as_str().as_bytes(), name))
+                .map(crate::persist::token_of);
+            (token, None)
+        }
+        PersistenceKind::Header { name } => {
+            let hash = req
+                .headers()
+                .get(name.as_str())
+                .map(|v| tandem_balance::scheduler::key_hash(v.as_bytes().trim_ascii()));
+            (None, hash)
+        }
+        PersistenceKind::SourceIp { .. } => (None, None),
+    }
+}
+
+/// url_param: tell the backend its token (`x-tandem-persist: <param>=<token>`), replacing
+/// what a previous attempt on another backend set.
+fn persist_request_header(p: &ServicePersistence, id: usize, headers: &mut http::HeaderMap) {
+    if let PersistenceKind::UrlParam { name } = &p.cfg.kind {
+        headers.remove("x-tandem-persist");
+        if let Some(v) = p
+            .token(id)
+            .and_then(|t| http::HeaderValue::from_str(&format!("{name}={t}")).ok())
+        {
+            headers.insert("x-tandem-persist", v);
+        }
+    }
+}
+
+/// Cookie work on the response (see the HTTP/1 engine's `persist_out`).
+fn persist_out(p: &ServicePersistence, id: usize, issue: bool, headers: &mut http::HeaderMap) {
+    let PersistenceKind::Cookie(c) = &p.cfg.kind else {
+        return;
+    };
+    let sets = |h: &http::HeaderMap| {
+        h.get_all(http::header::SET_COOKIE)
+            .iter()
+            .any(|v| crate::persist::sets_cookie(v.as_bytes(), &c.name))
+    };
+    match c.mode {
+        CookieMode::Insert => {
+            if !issue || sets(headers) {
+                return;
+            }
+            let Some(line) = p.set_cookie_line(id) else {
+                return;
+            };
+            // The line is `Set-Cookie: value\r\n`.
+            let value = line
+                .strip_prefix(b"Set-Cookie: ")
+                .and_then(|v| v.strip_suffix(b"\r\n"))
+                .unwrap_or(line);
+            if let Ok(v) = http::HeaderValue::from_bytes(value) {
+                headers.append(http::header::SET_COOKIE, v);
+            }
+        }
+        CookieMode::Prefix => {
+            let Some(token) = p.token(id) else { return };
+            let values: Vec<http::HeaderValue> = headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .map(|v| {
+                    crate::persist::prefix_set_cookie(v.as_bytes(), &c.name, token)
+                        .and_then(|n| http::HeaderValue::from_bytes(&n).ok())
+                        .unwrap_or_else(|| v.clone())
+                })
+                .collect();
+            if values.is_empty() {
+                return;
+            }
+            headers.remove(http::header::SET_COOKIE);
+            for v in values {
+                headers.append(http::header::SET_COOKIE, v);
+            }
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod h1;
 mod h2;
 pub mod headers;
 mod listener;
+mod persist;
 mod slot;
 mod tcp;
 mod upstream;

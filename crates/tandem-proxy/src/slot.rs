@@ -5,9 +5,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use tandem_balance::persistence::{Pinned, ServicePersistence};
 use tandem_balance::{
     ActiveGuard, Avoid, BackendRuntime, Pick, PoolRuntime, RequestKey, ServiceStats,
 };
+use tandem_config::OnBackendDown;
 use tokio::sync::Notify;
 
 /// A backend slot held for the lifetime of a request (http) or connection (tcp).
@@ -45,6 +47,9 @@ pub(crate) enum Acquired {
     NoBackend,
     /// A retry found no backend it had not tried yet (and no sorry server to fall back on).
     Exhausted,
+    /// The request is pinned to a backend that is down and persistence says
+    /// `on_backend_down = "fail"`.
+    PinnedDown,
 }
 
 /// The per-service view of a pool used by the data plane.
@@ -52,17 +57,57 @@ pub(crate) struct Balancer {
     pub(crate) pool: Arc<PoolRuntime>,
     /// The counters of the service this balancer serves.
     pub(crate) stats: Arc<ServiceStats>,
+    /// The service's session persistence, if configured.
+    pub(crate) persist: Option<Arc<ServicePersistence>>,
     released: Option<Arc<Notify>>,
 }
 
 impl Balancer {
-    pub(crate) fn new(pool: Arc<PoolRuntime>, stats: Arc<ServiceStats>) -> Self {
+    pub(crate) fn new(
+        pool: Arc<PoolRuntime>,
+        stats: Arc<ServiceStats>,
+        persist: Option<Arc<ServicePersistence>>,
+    ) -> Self {
         let limited = pool.backends.iter().any(|b| b.max_connections.is_some());
         Balancer {
             pool,
             stats,
+            persist,
             released: limited.then(|| Arc::new(Notify::new())),
         }
+    }
+
+    /// [`Self::acquire`] for a request persistence pinned: its backend if it is eligible, not
+    /// tried yet and not full; if it is down, a 503 with `on_backend_down = "fail"`, else (and
+    /// when it is full) whatever the scheduler picks.
+    pub(crate) async fn acquire_pinned(
+        &self,
+        key: &RequestKey,
+        avoid: &Avoid,
+        pinned: Pinned,
+    ) -> Acquired {
+        match pinned {
+            Pinned::Backend(id) if !avoid.contains(id) => {
+                if let Some(guard) = self.pool.backends.get(id).and_then(|b| b.try_acquire()) {
+                    if avoid.is_empty() {
+                        self.pool.budget.on_request();
+                    }
+                    return Acquired::Slot(self.slot(guard));
+                }
+            }
+            Pinned::Down(_)
+                if avoid.is_empty()
+                    && self
+                        .persist
+                        .as_ref()
+                        .is_some_and(|p| p.on_backend_down() == OnBackendDown::Fail) =>
+            {
+                self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
+                return Acquired::PinnedDown;
+            }
+            _ => {}
+        }
+        self.acquire(key, avoid).await
     }
 
     /// A backend for a request or connection, never one in `avoid` (those a retry already

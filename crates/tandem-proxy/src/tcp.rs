@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use tandem_balance::persistence::Pinned;
 use tandem_balance::{Avoid, RequestKey};
 use tandem_config::{Service, Timeouts};
 use tokio::net::TcpStream;
@@ -38,10 +39,20 @@ impl TcpService {
         // A failed connect is retried on another backend: the client has sent nothing that
         // could be lost, since nothing is read from it before a backend is connected.
         let mut avoid = Avoid::default();
+        // source_ip persistence (the only kind a tcp service has).
+        let now = std::time::Instant::now();
+        let pinned = self
+            .balancer
+            .persist
+            .as_ref()
+            .map_or(Pinned::None, |p| p.pin(None, peer.ip(), now));
         while !avoid.is_full() {
-            let slot = match self.balancer.acquire(&key, &avoid).await {
+            let slot = match self.balancer.acquire_pinned(&key, &avoid, pinned).await {
                 Acquired::Slot(s) => s,
-                Acquired::Busy | Acquired::NoBackend | Acquired::Exhausted => {
+                Acquired::Busy
+                | Acquired::NoBackend
+                | Acquired::Exhausted
+                | Acquired::PinnedDown => {
                     tracing::debug!(%peer, pool = %self.balancer.pool.name, "no backend for connection");
                     return;
                 }
@@ -51,6 +62,9 @@ impl TcpService {
             let Ok(upstream) = connect(&self.balancer.pool, &backend, &self.timeouts).await else {
                 continue;
             };
+            if let Some(p) = &self.balancer.persist {
+                p.chosen(pinned, backend.id, peer.ip(), now);
+            }
             let activity = Arc::new(Activity::default());
             let mut c = ActivityIo::new(client, Arc::clone(&activity));
             let mut b = ActivityIo::new(upstream, Arc::clone(&activity));

@@ -217,6 +217,7 @@ async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -225,6 +226,16 @@ async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(last);
         last = now;
+        ticks += 1;
+        if ticks == 10 {
+            ticks = 0;
+            // Once a second: idle sticky entries leave even if no lookup finds them.
+            for p in &topology.persistence {
+                if let Some(t) = &p.sticky {
+                    t.sweep(now);
+                }
+            }
+        }
         for pool in &topology.pools {
             for id in pool.tick(now, elapsed) {
                 tracing::info!(

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tandem_balance::persistence::{Pinned, ServicePersistence};
 use tandem_balance::{Avoid, RequestKey};
+use tandem_config::{CookieMode, PersistenceKind};
 use tandem_config::{SchedulerKind, Service, Timeouts};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -15,7 +17,8 @@ use tokio::time::Instant;
 
 use super::copy::{copy_body, CopyError};
 use super::head::{
-    itoa_u64, rewrite_request, rewrite_response, BodyLen, HeadError, Peer, RequestInfo,
+    itoa_u64, rewrite_request_with, rewrite_response_with, BodyLen, CookieOut, HeadError, Peer,
+    RequestInfo,
 };
 use super::io::{read_into, read_now, write_all, write_all2, Buf, Limit};
 use super::pool::BackendPool;
@@ -91,11 +94,48 @@ impl Spare {
 struct Conn {
     client: TcpStream,
     peer: Peer,
+    peer_ip: std::net::IpAddr,
     key: RequestKey,
     cbuf: Buf,
     bbuf: Buf,
     req_head: Vec<u8>,
     resp_head: Vec<u8>,
+}
+
+/// What persistence adds for backend index `id`: the cookie work on the response, and in
+/// url_param mode a request header naming the token, so the application can put it in its
+/// links (`X-Tandem-Persist: <param>=<token>`; the head is cut back to `head_len` first, so a
+/// retry on another backend names that backend's token).
+fn persist_out<'p>(
+    p: &'p ServicePersistence,
+    id: usize,
+    issue: bool,
+    req_head: &mut Vec<u8>,
+    head_len: usize,
+) -> Option<CookieOut<'p>> {
+    match &p.cfg.kind {
+        PersistenceKind::Cookie(c) if c.mode == CookieMode::Prefix => Some(CookieOut::Prefix {
+            name: &c.name,
+            token: p.token(id)?,
+        }),
+        PersistenceKind::Cookie(c) if issue => Some(CookieOut::Insert {
+            name: &c.name,
+            line: p.set_cookie_line(id)?,
+        }),
+        PersistenceKind::UrlParam { name } if head_len >= 2 => {
+            req_head.truncate(head_len - 2);
+            if let Some(token) = p.token(id) {
+                req_head.extend_from_slice(b"X-Tandem-Persist: ");
+                req_head.extend_from_slice(name.as_bytes());
+                req_head.push(b'=');
+                req_head.extend_from_slice(token.as_bytes());
+                req_head.extend_from_slice(b"\r\n");
+            }
+            req_head.extend_from_slice(b"\r\n");
+            None
+        }
+        _ => None,
+    }
 }
 
 /// What became of one request.
@@ -149,6 +189,7 @@ impl H1Service {
         let mut c = Conn {
             client,
             peer: Peer::new(peer),
+            peer_ip: peer.ip(),
             key: RequestKey {
                 client: Some(peer.ip()),
                 hash: None,
@@ -203,6 +244,20 @@ impl H1Service {
                 first = false;
             }
         }
+    }
+
+    /// What the request rewriter looks for, from the service's persistence.
+    fn persist_spec(&self) -> Option<crate::persist::Spec<'_>> {
+        let p = self.balancer.persist.as_deref()?;
+        Some(match &p.cfg.kind {
+            PersistenceKind::Cookie(c) => crate::persist::Spec::Cookie {
+                name: &c.name,
+                prefix: c.mode == CookieMode::Prefix,
+            },
+            PersistenceKind::UrlParam { name } => crate::persist::Spec::UrlParam { name },
+            PersistenceKind::Header { name } => crate::persist::Spec::Header { name },
+            PersistenceKind::SourceIp { .. } => return None,
+        })
     }
 
     /// Read and rewrite the next request head. `None`: the connection is done (closed by the
@@ -272,7 +327,8 @@ impl H1Service {
     async fn parse_request(&self, c: &mut Conn) -> Option<Option<RequestInfo>> {
         let client = &c.client;
         let mut local = || client.local_addr().ok();
-        match rewrite_request(c.cbuf.filled(), &c.peer, &mut local, &mut c.req_head) {
+        let spec = self.persist_spec();
+        match rewrite_request_with(c.cbuf.filled(), &c.peer, &mut local, &mut c.req_head, spec) {
             Ok(Some(info)) => {
                 c.cbuf.consume(info.head_len);
                 Some(Some(info))
@@ -318,9 +374,32 @@ impl H1Service {
         let mut avoid = Avoid::default();
         let mut replays = 0;
         let mut last = (502, "no backend accepted the connection\n");
+        let persist = self.balancer.persist.as_deref();
+        let now = std::time::Instant::now();
+        let client_ip = c.peer_ip;
+        let pinned = persist.map_or(Pinned::None, |p| {
+            p.pin(info.persist_token.as_ref().map(|t| &t[..]), client_ip, now)
+        });
+        let key = RequestKey {
+            hash: info.persist_hash,
+            ..c.key
+        };
+        // The request head as rewritten, before a url_param token line is added per backend.
+        let head_len = c.req_head.len();
         'backends: loop {
-            let slot = match self.balancer.acquire(&c.key, &avoid).await {
+            let slot = match self.balancer.acquire_pinned(&key, &avoid, pinned).await {
                 Acquired::Slot(s) => s,
+                Acquired::PinnedDown => {
+                    self.local(
+                        &c.client,
+                        503,
+                        "the backend of this session is down\n",
+                        close_after_local,
+                        true,
+                    )
+                    .await;
+                    return next_after_local(close_after_local);
+                }
                 Acquired::Busy => {
                     self.local(
                         &c.client,
@@ -346,6 +425,11 @@ impl H1Service {
                 Acquired::Exhausted => break 'backends,
             };
             avoid.insert(slot.backend().id);
+            let cookie = persist.and_then(|p| {
+                let id = slot.backend().id;
+                let issue = p.chosen(pinned, id, client_ip, now);
+                persist_out(p, id, issue, &mut c.req_head, head_len)
+            });
             let mut pooled = self.pool.checkout(slot.backend().address);
             // At most twice: a pooled connection, then a fresh one if that was found closed.
             loop {
@@ -357,7 +441,10 @@ impl H1Service {
                         Err(_) => continue 'backends,
                     },
                 };
-                match self.exchange(c, &info, &slot, backend, reused).await {
+                match self
+                    .exchange(c, &info, &slot, backend, reused, cookie)
+                    .await
+                {
                     Ok(next) => return next,
                     Err(Failure::Stale) => continue,
                     Err(Failure::NoResponse(status, msg)) if replayable => {
@@ -390,6 +477,7 @@ impl H1Service {
         slot: &Slot,
         mut backend: TcpStream,
         reused: bool,
+        cookie: Option<CookieOut<'_>>,
     ) -> Result<Next, Failure> {
         let stats = &slot.backend().stats;
         let idle = Limit::For(self.timeouts.idle);
@@ -457,11 +545,12 @@ impl H1Service {
         }
         let (resp, client_keep_alive) = loop {
             if !c.bbuf.is_empty() {
-                match rewrite_response(
+                match rewrite_response_with(
                     c.bbuf.filled(),
                     info,
                     info.keep_alive && !body_incomplete,
                     &mut c.resp_head,
+                    cookie,
                 ) {
                     Ok(Some((r, _))) if (100..200).contains(&r.status) && r.status != 101 => {
                         c.bbuf.consume(r.head_len);

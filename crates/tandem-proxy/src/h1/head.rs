@@ -45,6 +45,20 @@ pub(crate) struct RequestInfo {
     /// GET, HEAD, OPTIONS, PUT, DELETE, TRACE: safe to replay when a reused backend connection
     /// closed without answering.
     pub(crate) idempotent: bool,
+    /// The persistence token the request presented (cookie, url_param), if any.
+    pub(crate) persist_token: Option<crate::persist::Token>,
+    /// The hash of the persistence header (header persistence), if present.
+    pub(crate) persist_hash: Option<u64>,
+}
+
+/// What a response needs from persistence (see [`rewrite_response_with`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CookieOut<'a> {
+    /// Add this `Set-Cookie` line (CRLF-terminated) unless the response sets cookie `name`
+    /// itself.
+    Insert { name: &'a str, line: &'a [u8] },
+    /// Prefix the application's cookie `name` with `token~`.
+    Prefix { name: &'a str, token: &'a str },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -305,6 +319,18 @@ pub(crate) fn rewrite_request(
     local: &mut dyn FnMut() -> Option<SocketAddr>,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestInfo>, HeadError> {
+    rewrite_request_with(buf, peer, local, out, None)
+}
+
+/// [`rewrite_request`], also finding what `persist` looks for (and, in cookie prefix mode,
+/// stripping the prefix from the cookie the backend sees).
+pub(crate) fn rewrite_request_with(
+    buf: &[u8],
+    peer: &Peer,
+    local: &mut dyn FnMut() -> Option<SocketAddr>,
+    out: &mut Vec<u8>,
+    persist: Option<crate::persist::Spec<'_>>,
+) -> Result<Option<RequestInfo>, HeadError> {
     // Room is left for the lines we add (Host, forwarding, framing, upgrade), so the head we
     // send never exceeds what we (and backends) accept.
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS - ADDED_HEADERS];
@@ -389,7 +415,38 @@ pub(crate) fn rewrite_request(
         let addr = local().map(|a| a.to_string()).unwrap_or_default();
         push_header(out, b"Host", addr.as_bytes());
     }
+    let mut persist_token = None;
+    let mut persist_hash = None;
+    if let Some(crate::persist::Spec::UrlParam { name }) = persist {
+        persist_token =
+            crate::persist::query_param(path.as_bytes(), name).map(crate::persist::token_of);
+    }
+    let mut rewritten = Vec::new();
     for h in req.headers.iter() {
+        match persist {
+            Some(crate::persist::Spec::Cookie { name, prefix })
+                if persist_token.is_none() && h.name.eq_ignore_ascii_case("cookie") =>
+            {
+                if prefix {
+                    rewritten.clear();
+                    if let Some(t) =
+                        crate::persist::strip_cookie_prefix(h.value, name, &mut rewritten)
+                    {
+                        persist_token = Some(crate::persist::token_of(t));
+                        push_header(out, h.name.as_bytes(), &rewritten);
+                        continue;
+                    }
+                } else if let Some(t) = crate::persist::cookie_value(h.value, name) {
+                    persist_token = Some(crate::persist::token_of(t));
+                }
+            }
+            Some(crate::persist::Spec::Header { name })
+                if persist_hash.is_none() && h.name.eq_ignore_ascii_case(name) =>
+            {
+                persist_hash = Some(tandem_balance::scheduler::key_hash(trim(h.value)));
+            }
+            _ => {}
+        }
         let kind = classify(h.name);
         let skip = hop_by_hop(kind)
             || matches!(
@@ -460,6 +517,8 @@ pub(crate) fn rewrite_request(
             method,
             "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
         ),
+        persist_token,
+        persist_hash,
     }))
 }
 
@@ -496,6 +555,17 @@ pub(crate) fn rewrite_response(
     req: &RequestInfo,
     client_keep_alive: bool,
     out: &mut Vec<u8>,
+) -> Result<Option<(ResponseInfo, bool)>, HeadError> {
+    rewrite_response_with(buf, req, client_keep_alive, out, None)
+}
+
+/// [`rewrite_response`] with persistence's cookie work (see [`CookieOut`]).
+pub(crate) fn rewrite_response_with(
+    buf: &[u8],
+    req: &RequestInfo,
+    client_keep_alive: bool,
+    out: &mut Vec<u8>,
+    cookie: Option<CookieOut<'_>>,
 ) -> Result<Option<(ResponseInfo, bool)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -569,6 +639,7 @@ pub(crate) fn rewrite_response(
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut app_sets_cookie = false;
     for h in resp.headers.iter() {
         let kind = classify(h.name);
         if hop_by_hop(kind)
@@ -578,7 +649,28 @@ pub(crate) fn rewrite_response(
         {
             continue;
         }
+        if let Some(c) = cookie {
+            if h.name.eq_ignore_ascii_case("set-cookie") {
+                match c {
+                    CookieOut::Insert { name, .. } => {
+                        app_sets_cookie |= crate::persist::sets_cookie(h.value, name);
+                    }
+                    CookieOut::Prefix { name, token } => {
+                        if let Some(v) = crate::persist::prefix_set_cookie(h.value, name, token) {
+                            push_header(out, h.name.as_bytes(), &v);
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
         push_header(out, h.name.as_bytes(), h.value);
+    }
+    // Not on interim responses (returned above) nor a protocol switch.
+    if let (Some(CookieOut::Insert { line, .. }), false, false) =
+        (cookie, app_sets_cookie, status == 101)
+    {
+        out.extend_from_slice(line);
     }
     match body {
         BodyLen::Length(n) => push_length(out, n),
