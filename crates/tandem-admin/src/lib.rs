@@ -29,5 +29,7 @@ pub mod time;
 pub mod view;
 
 pub use server::serve;
-pub use state::{mode_name, AdminState, ServiceInfo, VrrpSource};
+pub use state::{
+    mode_name, ActionHook, AdminState, ClusterSource, OperatorAction, ServiceInfo, VrrpSource,
+};
 pub use view::VrrpView;

@@ -33,6 +33,7 @@ enum Route {
     Pools,
     Pool(String),
     Services,
+    Cluster,
     /// `GET /api/v1/services/{service}/sticky`
     Sticky(String),
     Vrrp,
@@ -75,6 +76,7 @@ fn route(path: &str) -> Option<Route> {
         "/api/v1/pools" => Some(Route::Pools),
         "/api/v1/services" => Some(Route::Services),
         "/api/v1/vrrp" => Some(Route::Vrrp),
+        "/api/v1/cluster" => Some(Route::Cluster),
         _ if path.starts_with("/api/v1/services/") => {
             let rest = path.strip_prefix("/api/v1/services/")?;
             let (name, tail) = rest.split_once('/')?;
@@ -207,6 +209,14 @@ pub fn respond(
                 format!("no service named {name:?}"),
             ),
         },
+        Route::Cluster => match &state.cluster {
+            Some(source) => json(StatusCode::OK, &(source.0)()),
+            None => error(
+                path,
+                StatusCode::NOT_FOUND,
+                "this node has no [cluster]".into(),
+            ),
+        },
         Route::Vrrp => json(
             StatusCode::OK,
             &VrrpListView {
@@ -270,6 +280,13 @@ fn act(
             if let Some(old) = pool.set_admin_state(id, target, now) {
                 tracing::info!(pool = %pool.name, backend = %address, from = old.as_str(), to = target.as_str(), "admin: backend state set");
             }
+            if let Some(hook) = &state.on_action {
+                (hook.0)(
+                    &pool.name,
+                    address,
+                    crate::state::OperatorAction::State(target),
+                );
+            }
         }
         Action::Weight => {
             let weight = match parse_weight(body) {
@@ -278,6 +295,13 @@ fn act(
             };
             if let Some(old) = pool.set_weight(id, weight, now) {
                 tracing::info!(pool = %pool.name, backend = %address, from = old, to = weight, "admin: backend weight set");
+            }
+            if let Some(hook) = &state.on_action {
+                (hook.0)(
+                    &pool.name,
+                    address,
+                    crate::state::OperatorAction::Weight(weight),
+                );
             }
         }
     }

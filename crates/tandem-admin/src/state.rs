@@ -62,6 +62,40 @@ pub struct AdminState {
     /// The VRRP instances, for `/api/v1/vrrp`: each a snapshot function, so this crate needs
     /// to know nothing of how instances run.
     pub vrrp: Vec<VrrpSource>,
+    /// `/api/v1/cluster`, when the node has a `[cluster]`.
+    pub cluster: Option<ClusterSource>,
+    /// Told of every operator action on a backend (the cluster replicates them).
+    pub on_action: Option<ActionHook>,
+}
+
+/// What an operator did to a backend through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAction {
+    State(tandem_balance::AdminState),
+    Weight(u32),
+}
+
+/// The function an [`ActionHook`] calls: (pool, backend, action).
+pub type ActionFn = dyn Fn(&str, std::net::SocketAddr, OperatorAction) + Send + Sync;
+
+/// Called after each successful operator action.
+#[derive(Clone)]
+pub struct ActionHook(pub Arc<ActionFn>);
+
+impl std::fmt::Debug for ActionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActionHook")
+    }
+}
+
+/// Produces the cluster view.
+#[derive(Clone)]
+pub struct ClusterSource(pub Arc<dyn Fn() -> crate::view::ClusterView + Send + Sync>);
+
+impl std::fmt::Debug for ClusterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSource")
+    }
 }
 
 /// Produces one VRRP instance's current view.
@@ -83,7 +117,16 @@ impl AdminState {
             version,
             services,
             vrrp: Vec::new(),
+            cluster: None,
+            on_action: None,
         }
+    }
+
+    /// The same, replicating operator actions through `cluster`.
+    pub fn with_cluster(mut self, cluster: ClusterSource, on_action: ActionHook) -> Self {
+        self.cluster = Some(cluster);
+        self.on_action = Some(on_action);
+        self
     }
 
     /// The same, with VRRP instances to show.

@@ -277,3 +277,47 @@ impl StickyView {
         }
     }
 }
+
+/// `GET /api/v1/cluster`
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    pub listen: std::net::SocketAddr,
+    /// This node's log: its epoch (hex), the next sequence number, the oldest one held.
+    pub epoch: String,
+    pub head: u64,
+    pub log_start: u64,
+    /// Peers streaming from this node now.
+    pub streams: u64,
+    pub snapshots_sent: u64,
+    pub resumes_served: u64,
+    /// Connections refused because a frame failed authentication (a wrong secret), and
+    /// closed because one did not parse.
+    pub auth_failures: u64,
+    pub parse_failures: u64,
+    pub peers: Vec<ClusterPeerView>,
+}
+
+/// One peer, as a source of this node's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterPeerView {
+    pub address: std::net::SocketAddr,
+    pub connected: bool,
+    /// The peer's log epoch (hex) and the next sequence number to apply from it.
+    pub epoch: String,
+    pub position: u64,
+    /// The head of the peer's log as last heard, and how far behind it this node is.
+    pub source_head: u64,
+    pub lag_entries: u64,
+    /// Delay between the peer sending and this node applying, as of the last heartbeat.
+    pub lag_ms: u64,
+    /// Received but not applied yet.
+    pub queued: u64,
+    pub applied: u64,
+    pub snapshots: u64,
+    pub resumes: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub auth_failures: u64,
+    pub parse_failures: u64,
+    pub last_error: Option<String>,
+}

@@ -84,13 +84,23 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         .map(|v| v.notify.timeout)
         .max()
         .unwrap_or_default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // The cluster listener is bound before the data plane starts, so a port conflict is a
+    // startup error; its checkpoint (if any) is loaded into the sticky tables first too.
+    let cluster = match &cfg.cluster {
+        Some(c) => Some(control.block_on(tandem_cluster::Node::start(
+            c,
+            Arc::clone(&topology),
+            stop_rx.clone(),
+        ))?),
+        None => None,
+    };
     let dataplane = Dataplane::start(bound, &topology, cfg.runtime.drain_timeout)?;
     for (name, addr) in &started.services {
         tracing::info!(service = %name, %addr, workers, "listening");
     }
 
     control.block_on(async move {
-        let (stop_tx, stop_rx) = watch::channel(false);
         for (pool_cfg, pool) in cfg.pools.iter().zip(&topology.pools) {
             spawn_health(pool_cfg, pool, stop_rx.clone());
         }
@@ -101,10 +111,13 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
             .into_iter()
             .map(|n| tokio::spawn(n.run()))
             .collect();
-        let state = Arc::new(
-            AdminState::new(Arc::clone(&topology), services, env!("CARGO_PKG_VERSION"))
-                .with_vrrp(vrrp_sources),
-        );
+        let mut state = AdminState::new(Arc::clone(&topology), services, env!("CARGO_PKG_VERSION"))
+            .with_vrrp(vrrp_sources);
+        if let Some(node) = &cluster {
+            let (source, hook) = crate::cluster::admin(node);
+            state = state.with_cluster(source, hook);
+        }
+        let state = Arc::new(state);
         let listener = tokio::net::TcpListener::from_std(admin_socket)?;
         let admin = tokio::spawn(tandem_admin::serve(listener, state, stop_rx.clone()));
         on_ready(&started);
@@ -133,6 +146,13 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || dataplane.stop())
             .await
             .context("data plane did not stop cleanly")?;
+        if let Some(node) = &cluster {
+            // The last changes of the drain, and a final checkpoint for the next start.
+            node.collect_once();
+            if let Err(e) = node.write_checkpoint() {
+                tracing::warn!(error = %e, "cluster: writing the final checkpoint failed");
+            }
+        }
         match admin.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "admin API ended with an error"),
             Err(e) => tracing::warn!(error = %e, "admin API task failed"),

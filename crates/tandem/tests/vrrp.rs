@@ -633,3 +633,135 @@ async fn use_vmac_keeps_the_vips_mac_across_failover() {
         "a graceful stop removes the vmac: {links}"
     );
 }
+
+/// A node of the persistence-across-failover lab: VRRP as usual, a `[cluster]` with the other
+/// node, and a service on the VIP whose pool is three real backends on host 2, with source_ip
+/// persistence.
+fn persistent_node_config(lab: &Lab, i: usize, priority: u8) -> String {
+    let other = 1 - i;
+    let backends: Vec<String> = (0..3)
+        .map(|k| format!("{{ address = \"{}\" }}", lab.host_addr(2, 8001 + k)))
+        .collect();
+    format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[cluster]
+listen = "{cluster}"
+peers = ["{peer}"]
+secret = "lab-shared-secret-0123456789"
+
+[[vrrp]]
+name = "web"
+interface = "eth0"
+vrid = 51
+priority = {priority}
+advert_interval = "100ms"
+virtual_ips = ["{vip}/27"]
+garp_master_delay = "0s"
+
+[[pool]]
+name = "p"
+scheduler = "rr"
+health = {{ kind = "none" }}
+backends = [{backends}]
+
+[[service]]
+name = "www"
+listen = "{vip}:8080"
+pool = "p"
+persistence = {{ kind = "source_ip" }}
+"#,
+        admin = lab.host_addr(i, 9900),
+        cluster = lab.host_addr(i, 9901),
+        peer = lab.host_addr(other, 9901),
+        vip = vip(lab),
+        backends = backends.join(", "),
+    )
+}
+
+/// The issue's failover case for persistence: a client pinned through the VIP on node 0 keeps
+/// its backend after node 0 is SIGKILLed and node 1 takes the VIP, because node 1 holds the
+/// replicated sticky entry. (Round robin without persistence would move it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistence_survives_failover() {
+    let lab = Lab::new(3);
+    let dir = TempDir::new("vrrp-persist");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/http_backend.py");
+    let mut backends = Vec::new();
+    for k in 0..3u16 {
+        let mut cmd = Command::new(common::netns::python3());
+        cmd.args([
+            script,
+            &lab.host_ip(2).to_string(),
+            &(8001 + k).to_string(),
+            &format!("b{k}"),
+        ]);
+        backends.push(lab.spawn_in(2, &cmd));
+    }
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let n0 = start_with(&lab, &dir, 0, &persistent_node_config(&lab, 0, 150));
+    let n1 = start_with(&lab, &dir, 1, &persistent_node_config(&lab, 1, 100));
+    for (k, p) in backends.iter().enumerate() {
+        lab.wait_listening(
+            *p,
+            lab.host_addr(2, 8001 + k as u16),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    until("VIP on node 0", Duration::from_secs(2), || has_vip(&lab, 0)).await;
+
+    let url = format!("http://{}:8080/", vip(&lab));
+    let ask = || async {
+        let out = curl(&["-s", "-m", "2", &url]).await;
+        out.ok
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let pinned = ask().await.expect("answer through node 0");
+    for _ in 0..5 {
+        assert_eq!(ask().await.as_deref(), Some(pinned.as_str()));
+    }
+    // Node 1 has the entry (replicated) before node 0 dies.
+    eventually(
+        "node 1 holds the sticky entry",
+        Duration::from_secs(5),
+        || async {
+            let out = curl(&[
+                "-s",
+                "-m",
+                "1",
+                &format!("http://{a1}/api/v1/services/www/sticky"),
+            ])
+            .await;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["size"] == 1).then_some(())
+        },
+    )
+    .await;
+
+    lab.signal(n0.proc, libc::SIGKILL);
+    until("node 1 takes the VIP", Duration::from_secs(3), || {
+        has_vip(&lab, 1)
+    })
+    .await;
+    let after = eventually("an answer through node 1", Duration::from_secs(5), &ask).await;
+    assert_eq!(
+        after, pinned,
+        "the client keeps its backend across the failover"
+    );
+    for _ in 0..5 {
+        assert_eq!(ask().await.as_deref(), Some(pinned.as_str()));
+    }
+    lab.signal(n1.proc, libc::SIGTERM);
+}
