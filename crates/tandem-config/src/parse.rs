@@ -928,6 +928,23 @@ fn services(
             })
             .ok()
             .flatten();
+        // Header persistence hashes with the pool's own scheduler: it must be a hashing one.
+        if let (Some(Persistence { kind: PersistenceKind::Header { .. }, .. }), Ok(pool_name)) =
+            (&persistence, &pool)
+        {
+            let scheduler = pools
+                .iter()
+                .find(|p| p.name.as_deref() == Some(pool_name.as_str()))
+                .map(|p| p.pool.scheduler);
+            if let Some(s) = scheduler.filter(|s| !matches!(s, SchedulerKind::Maglev | SchedulerKind::Sh)) {
+                let at = t.get("persistence").map_or(t.at, |v| v.span().start);
+                cx.error(
+                    at,
+                    &t.key_path("persistence"),
+                    format!("header persistence hashes the header onto the pool with its scheduler, and pool `{pool_name}` uses `{}`; set scheduler = \"maglev\" (or \"sh\") on it", s.name()),
+                );
+            }
+        }
         out.push(Service {
             name: svc_name.unwrap_or_default(),
             listen: listen.unwrap_or(PLACEHOLDER_ADDR),

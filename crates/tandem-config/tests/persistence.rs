@@ -104,9 +104,10 @@ fn every_kind_with_defaults_and_all_keys() {
         PersistenceKind::UrlParam { name: "srv".into() }
     );
     assert_eq!(
-        persistence(&service(
-            "persistence = { kind = \"header\", name = \"X-Tenant\" }\n"
-        ))
+        persistence(
+            &service("persistence = { kind = \"header\", name = \"X-Tenant\" }\n")
+                .replace("name = \"p\"\n", "name = \"p\"\nscheduler = \"maglev\"\n")
+        )
         .kind,
         PersistenceKind::Header {
             name: "x-tenant".into()
@@ -148,6 +149,10 @@ fn persistence_errors() {
     one(
         &service("persistence = { kind = \"url_param\" }\n"),
         "t.toml:8:15: service[s].persistence.name: missing required key `name` in the persistence table",
+    );
+    one(
+        &service("persistence = { kind = \"header\", name = \"X-Tenant\" }\n"),
+        "t.toml:8:15: service[s].persistence: header persistence hashes the header onto the pool with its scheduler, and pool `p` uses `wrr`; set scheduler = \"maglev\" (or \"sh\") on it",
     );
     one(
         &service("persistence = { kind = \"source_ip\", on_backend_down = \"retry\" }\n"),
