@@ -137,3 +137,68 @@ impl Collector for VrrpCollector {
         Ok(())
     }
 }
+
+/// `/metrics` for `[cluster]`, from the same view as `GET /api/v1/cluster`; label `peer`.
+#[derive(Debug)]
+pub(crate) struct ClusterCollector {
+    pub view: crate::view::ClusterView,
+}
+
+impl Collector for ClusterCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        type Field = fn(&crate::view::ClusterPeerView) -> u64;
+        let gauges: [(&str, &str, Field); 4] = [
+            (
+                "tandem_cluster_peer_connected",
+                "1 while the stream from the peer is up.",
+                |p| u64::from(p.connected),
+            ),
+            (
+                "tandem_cluster_peer_lag_entries",
+                "Records the peer holds that this node has not applied.",
+                |p| p.lag_entries,
+            ),
+            (
+                "tandem_cluster_peer_lag_milliseconds",
+                "Delay from the peer sending to this node applying, at the last heartbeat.",
+                |p| p.lag_ms,
+            ),
+            (
+                "tandem_cluster_peer_queued",
+                "Records received from the peer, not applied yet.",
+                |p| p.queued,
+            ),
+        ];
+        for (name, help, f) in gauges {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for p in &self.view.peers {
+                let peer = p.address.to_string();
+                m.encode_family(&[("peer", peer.as_str())])?
+                    .encode_gauge(&f(p))?;
+            }
+        }
+        let counters: [(&str, &str, Field); 5] = [
+            ("tandem_cluster_peer_applied", "Records applied from the peer.", |p| p.applied),
+            ("tandem_cluster_peer_snapshots", "Snapshots taken from the peer (first contact, or it restarted, or this node fell too far behind).", |p| p.snapshots),
+            ("tandem_cluster_peer_resumes", "Times the stream from the peer resumed at this node's position.", |p| p.resumes),
+            ("tandem_cluster_peer_auth_failures", "Connections to the peer closed because a frame failed authentication.", |p| p.auth_failures),
+            ("tandem_cluster_peer_parse_failures", "Connections to the peer closed because a frame did not parse.", |p| p.parse_failures),
+        ];
+        for (name, help, f) in counters {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for p in &self.view.peers {
+                let peer = p.address.to_string();
+                m.encode_family(&[("peer", peer.as_str())])?
+                    .encode_counter::<NoLabelSet, u64, u64>(&f(p), None)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "tandem_cluster_auth_failures",
+            "Incoming connections refused because a frame failed authentication (a wrong secret).",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, u64, u64>(&self.view.auth_failures, None)?;
+        Ok(())
+    }
+}

@@ -151,6 +151,11 @@ impl AdminState {
         registry.register_collector(Box::new(crate::metrics_vrrp::VrrpCollector {
             views: self.vrrp.iter().map(|source| (source.0)()).collect(),
         }));
+        if let Some(c) = &self.cluster {
+            registry.register_collector(Box::new(crate::metrics_vrrp::ClusterCollector {
+                view: (c.0)(),
+            }));
+        }
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)

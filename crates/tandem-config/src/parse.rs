@@ -929,14 +929,21 @@ fn services(
             .ok()
             .flatten();
         // Header persistence hashes with the pool's own scheduler: it must be a hashing one.
-        if let (Some(Persistence { kind: PersistenceKind::Header { .. }, .. }), Ok(pool_name)) =
-            (&persistence, &pool)
+        if let (
+            Some(Persistence {
+                kind: PersistenceKind::Header { .. },
+                ..
+            }),
+            Ok(pool_name),
+        ) = (&persistence, &pool)
         {
             let scheduler = pools
                 .iter()
                 .find(|p| p.name.as_deref() == Some(pool_name.as_str()))
                 .map(|p| p.pool.scheduler);
-            if let Some(s) = scheduler.filter(|s| !matches!(s, SchedulerKind::Maglev | SchedulerKind::Sh)) {
+            if let Some(s) =
+                scheduler.filter(|s| !matches!(s, SchedulerKind::Maglev | SchedulerKind::Sh))
+            {
                 let at = t.get("persistence").map_or(t.at, |v| v.span().start);
                 cx.error(
                     at,
