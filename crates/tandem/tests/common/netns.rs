@@ -8,11 +8,10 @@
 //! ```
 //!
 //! - **Addresses**: each lab takes the first free /27 of the documentation ranges
-//!   (192.0.2.0/24, then 198.51.100.0/24, then 203.0.113.0/24): the bridge gets `base+1`, host `i`
-//!   gets `base+11+i` (bridge 192.0.2.1, hosts 192.0.2.11, .12, … on a machine that does not use
-//!   these ranges). "Free" means it overlaps no address and no route of the root namespace: a
-//!   lab left behind by a killed run never collides with a new one, and a machine whose own
-//!   network is numbered in 192.0.2.0/24 (as some sandboxes are) keeps it.
+//!   198.51.100.0/24, then 203.0.113.0/24 (never 192.0.2.0/24, which some sandboxes use as their
+//!   real LAN): the bridge gets `base+1`, host `i` gets `base+11+i` (bridge 198.51.100.1, hosts
+//!   198.51.100.11, .12, …). "Free" means it overlaps no address and no route of the root
+//!   namespace: a lab left behind by a killed run never collides with a new one.
 //! - **Names** contain the PID of the test process and a per-process letter (`tl<pid><k>…`), so
 //!   parallel or stale runs never collide; [`Drop`] removes exactly the names this lab created
 //!   and kills (by PID) every process it spawned.
@@ -24,7 +23,7 @@
 //! Needs root (CAP_NET_ADMIN) and iproute2. A lab that cannot be built panics with the reason:
 //! a failure test that silently skips would prove nothing.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -37,7 +36,10 @@ use tokio::net::TcpStream;
 use super::{read_head, TempDir};
 
 /// Documentation prefixes (RFC 5737) the labs may use, each cut into /27s.
-const RANGES: [[u8; 3]; 3] = [[192, 0, 2], [198, 51, 100], [203, 0, 113]];
+/// Documentation ranges only. 192.0.2.0/24 is left out on purpose: some hosting networks
+/// (this project's own machines among them) use it as their real LAN, and a lab subnet there
+/// could shadow a real route.
+const RANGES: [[u8; 3]; 2] = [[198, 51, 100], [203, 0, 113]];
 const SUBNET_LEN: u8 = 27;
 /// Host `i` is `base + HOST_OFFSET + i`.
 const HOST_OFFSET: u8 = 11;
@@ -167,7 +169,7 @@ impl Lab {
 
         let base = free_subnet().unwrap_or_else(|| {
             panic!(
-                "netns lab: every /{SUBNET_LEN} of 192.0.2.0/24, 198.51.100.0/24 and \
+                "netns lab: every /{SUBNET_LEN} of 198.51.100.0/24 and \
                  203.0.113.0/24 has an address in the root namespace (stale labs? see `ip -br \
                  addr | grep '^tl'`)"
             )
@@ -441,6 +443,99 @@ impl Lab {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Isolate host `i`'s bridge port (`on`) or end it: isolated ports exchange no frames
+    /// with each other (Linux bridge `isolated`), while each still reaches the bridge itself.
+    /// Isolating every VRRP node's port partitions them from one another (each becomes
+    /// master) while the links stay up (keepalived would enter FAULT on a carrier loss) and
+    /// the root namespace still reaches every host (admin APIs keep answering).
+    pub fn isolate(&self, i: usize, on: bool) {
+        let veth = self.veth(i).to_string();
+        let on = if on { "on" } else { "off" };
+        ip_cmd(&[
+            "link",
+            "set",
+            "dev",
+            &veth,
+            "type",
+            "bridge_slave",
+            "isolated",
+            on,
+        ]);
+    }
+
+    /// Give the lab IPv6 (off until asked for, so the IPv4-only tests are unchanged): every
+    /// host's `eth0` gets a fixed link-local address `fe80::<11+i>` (see
+    /// [`Lab::link_local`]) and `<prefix>::<11+i>/64` (see [`Lab::host_ip6`]), the bridge
+    /// `<prefix>::1/64`, all without duplicate address detection so they are usable at once
+    /// (a tentative link-local cannot source a VRRPv3 advert). The kernel's own EUI-64
+    /// link-local is removed (`addrgenmode none`), so the fixed one is the only one. The
+    /// bridge's multicast snooping is turned off: every group (ff02::12 included) is flooded,
+    /// as on a plain switch. The /64 is derived from the lab's IPv4 /27, so it is as unique
+    /// as that one among the labs on this machine, and lies in 2001:db8::/32 (RFC 3849).
+    pub fn enable_ipv6(&self) {
+        let bridge = self.bridge().to_string();
+        ip_cmd(&[
+            "link",
+            "set",
+            &bridge,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        let cidr = format!("{}/64", self.ipv6_addr(1));
+        ip_cmd(&["addr", "add", &cidr, "dev", &bridge, "nodad"]);
+        for (i, h) in self.hosts.iter().enumerate() {
+            let ns = h.netns.as_str();
+            ip_cmd(&["-n", ns, "link", "set", "eth0", "addrgenmode", "none"]);
+            ip_cmd(&[
+                "-n", ns, "-6", "addr", "flush", "dev", "eth0", "scope", "link",
+            ]);
+            let ll = format!("{}/64", self.link_local(i));
+            ip_cmd(&["-n", ns, "addr", "add", &ll, "dev", "eth0", "nodad"]);
+            let global = format!("{}/64", self.host_ip6(i));
+            ip_cmd(&["-n", ns, "addr", "add", &global, "dev", "eth0", "nodad"]);
+        }
+    }
+
+    /// The lab's IPv6 /64 (see [`Lab::enable_ipv6`]): `2001:db8:AABB:CCDD::/64` for the
+    /// IPv4 /27 based at `AA.BB.CC.DD`.
+    pub fn ipv6_prefix(&self) -> Ipv6Addr {
+        let base = u32::from(self.gateway) - 1;
+        let [a, b, c, d] = base.to_be_bytes();
+        Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            u16::from_be_bytes([a, b]),
+            u16::from_be_bytes([c, d]),
+            0,
+            0,
+            0,
+            0,
+        )
+    }
+
+    /// `<prefix>::<n>` in the lab's /64.
+    pub fn ipv6_addr(&self, n: u16) -> Ipv6Addr {
+        let mut s = self.ipv6_prefix().segments();
+        s[7] = n;
+        Ipv6Addr::from(s)
+    }
+
+    /// Host `i`'s global IPv6 address (after [`Lab::enable_ipv6`]): `<prefix>::<11+i>`.
+    pub fn host_ip6(&self, i: usize) -> Ipv6Addr {
+        let _ = self.host(i);
+        self.ipv6_addr(u16::from(HOST_OFFSET) + u16::try_from(i).expect("host index"))
+    }
+
+    /// Host `i`'s link-local address (after [`Lab::enable_ipv6`]): `fe80::<11+i>`, the
+    /// source of its VRRPv3 IPv6 adverts (RFC 5798 5.1.2.1).
+    pub fn link_local(&self, i: usize) -> Ipv6Addr {
+        let _ = self.host(i);
+        let n = u16::from(HOST_OFFSET) + u16::try_from(i).expect("host index");
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n)
     }
 
     /// Names of this lab's links and namespaces that still exist (empty after drop).
