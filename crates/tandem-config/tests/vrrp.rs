@@ -247,6 +247,26 @@ fn defaults() {
 }
 
 #[test]
+fn realtime_priority_defaults_on_for_sub_second_adverts() {
+    let rt = |extra: &str| parse(&format!("{BASE}{extra}")).vrrp[0].realtime_priority;
+    assert_eq!(rt(""), None, "1 s adverts: off");
+    assert_eq!(rt("advert_interval = \"2s\"\n"), None);
+    assert_eq!(
+        rt("advert_interval = \"100ms\"\n"),
+        Some(Vrrp::DEFAULT_REALTIME_PRIORITY)
+    );
+    assert_eq!(
+        rt("advert_interval = \"100ms\"\nrealtime_priority = 0\n"),
+        None
+    );
+    assert_eq!(
+        rt("advert_interval = \"100ms\"\nrealtime_priority = 7\n"),
+        Some(7)
+    );
+    assert_eq!(rt("realtime_priority = 7\n"), Some(7));
+}
+
+#[test]
 fn ipv6_version2_zero_durations_and_limits() {
     let cfg = parse(concat!(
         "[[vrrp]]\nname = \"v6\"\ninterface = \"bond0.100\"\nvrid = 1\npriority = 255\n",
@@ -434,12 +454,8 @@ fn integer_ranges() {
         "t.toml:6:22: vrrp[vi].garp_master_repeat: must be between 1 and 100, got 101",
     );
     with(
-        "realtime_priority = 0\n",
-        "t.toml:6:21: vrrp[vi].realtime_priority: must be between 1 and 99, got 0",
-    );
-    with(
         "realtime_priority = 100\n",
-        "t.toml:6:21: vrrp[vi].realtime_priority: must be between 1 and 99, got 100",
+        "t.toml:6:21: vrrp[vi].realtime_priority: must be between 0 and 99, got 100",
     );
     with(
         "preempt = \"yes\"\n",

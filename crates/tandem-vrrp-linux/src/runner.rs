@@ -63,6 +63,8 @@ use crate::Vips;
 pub const DEFAULT_GARP_MASTER_DELAY: Duration = Duration::from_secs(5);
 /// keepalived's default `garp_master_repeat`.
 pub const DEFAULT_GARP_MASTER_REPEAT: u32 = 5;
+/// Packets already queued that a backup reads before its Master_Down timer may act.
+const QUEUED_BEFORE_TAKEOVER: usize = 16;
 /// How long receiving pauses after a socket error, so a persistent one (interface gone)
 /// does not spin the thread; adverts keep going out meanwhile.
 const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -564,26 +566,23 @@ impl Runner {
                     self.execute(actions).await;
                 }
                 Event::Timer => {
+                    // A backup whose thread was descheduled past Master_Down_Interval may find
+                    // the master's advert already waiting in the socket: read what is queued
+                    // (a bounded number) before deciding the master is dead.
+                    if self.fsm.state() == State::Backup && !recv_paused {
+                        for _ in 0..QUEUED_BEFORE_TAKEOVER {
+                            let ready =
+                                tokio::time::timeout(Duration::ZERO, self.socket.recv(&mut buf))
+                                    .await;
+                            let Ok(Ok((n, meta))) = ready else { break };
+                            self.on_packet(buf.get(..n).unwrap_or(&[]), &meta).await;
+                        }
+                    }
                     let actions = self.fsm.tick(Instant::now());
                     self.execute(actions).await;
                 }
                 Event::Packet(Ok((n, meta))) => {
-                    let bytes = buf.get(..n).unwrap_or(&[]);
-                    match packet::decode(bytes, &meta, &self.expect) {
-                        Ok(received) => {
-                            let actions = self.fsm.advert(Instant::now(), &received);
-                            self.execute(actions).await;
-                        }
-                        Err(reason) => {
-                            self.stats.discards.record(&reason);
-                            debug!(
-                                vrid = self.config.instance.vrid,
-                                src = %meta.src,
-                                %reason,
-                                "VRRP packet discarded"
-                            );
-                        }
-                    }
+                    self.on_packet(buf.get(..n).unwrap_or(&[]), &meta).await;
                 }
                 Event::Packet(Err(e)) => {
                     self.stats.recv_errors += 1;
@@ -598,12 +597,38 @@ impl Runner {
         }
     }
 
+    /// One received packet: decoded (discards counted by reason) and fed to the state machine.
+    async fn on_packet(&mut self, bytes: &[u8], meta: &packet::IpMeta) {
+        match packet::decode(bytes, meta, &self.expect) {
+            Ok(received) => {
+                let actions = self.fsm.advert(Instant::now(), &received);
+                self.execute(actions).await;
+            }
+            Err(reason) => {
+                self.stats.discards.record(&reason);
+                debug!(
+                    vrid = self.config.instance.vrid,
+                    src = %meta.src,
+                    %reason,
+                    "VRRP packet discarded"
+                );
+            }
+        }
+    }
+
     /// Carries out the state machine's actions, in order.
     async fn execute(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
                 Action::BecomeMaster => self.become_master(),
+                Action::Announce => {
+                    info!(
+                        vrid = self.config.instance.vrid,
+                        "a lower-priority node claims master: answered, announcing the addresses again"
+                    );
+                    self.announce(self.config.garp_master_repeat);
+                }
                 Action::BecomeBackup | Action::EnterFault | Action::Stopped => {
                     info!(
                         vrid = self.config.instance.vrid,

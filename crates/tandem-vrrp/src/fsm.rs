@@ -76,6 +76,10 @@ pub enum Action {
     EnterFault,
     /// Remove the virtual addresses if held; the instance is stopped.
     Stopped,
+    /// Announce the virtual addresses again (gratuitous ARP / unsolicited NA burst) while
+    /// staying master: a lower-priority node claimed to be master, so hosts may have
+    /// followed its announcements.
+    Announce,
 }
 
 /// Why an advertisement was dropped before the state machine looked at it.
@@ -108,6 +112,9 @@ pub struct Counters {
     pub adverts_discarded: u64,
     pub priority_zero_received: u64,
     pub priority_zero_sent: u64,
+    /// Lower-priority adverts received as master and answered with an advert and a new
+    /// announcement of the addresses (see `master_advert`).
+    pub lower_priority_answered: u64,
     pub dropped: Drops,
 }
 
@@ -235,7 +242,14 @@ impl Instance {
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         match self.phase {
             Phase::Backup { master_down_at } if now >= master_down_at => self.become_master(now),
-            Phase::Master { adver_at } if now >= adver_at => self.readvertise(now),
+            Phase::Master { adver_at } if now >= adver_at => {
+                // The next advert is one interval after the one that was due, not after this
+                // moment: a timer that fires late (tokio rounds up to the millisecond) must
+                // not stretch every interval. Far behind (a stalled thread), start afresh.
+                let interval = self.config.advert_interval.as_duration();
+                let next = adver_at + interval;
+                self.readvertise_at(if next > now { next } else { now + interval })
+            }
             _ => Vec::new(),
         }
     }
@@ -367,9 +381,12 @@ impl Instance {
 
     /// RFC 5798 6.4.3: Adver_Timer fired; advertise and reset it to Advertisement_Interval.
     fn readvertise(&mut self, now: Instant) -> Vec<Action> {
-        self.phase = Phase::Master {
-            adver_at: now + self.config.advert_interval.as_duration(),
-        };
+        self.readvertise_at(now + self.config.advert_interval.as_duration())
+    }
+
+    /// Sends an advert now; the next one is due at `next`.
+    fn readvertise_at(&mut self, next: Instant) -> Vec<Action> {
+        self.phase = Phase::Master { adver_at: next };
         vec![Action::SendAdvert {
             priority: self.priority,
         }]
@@ -424,8 +441,20 @@ impl Instance {
             self.preempt_delay_start = None;
             return self.enter_backup(now);
         }
+        // RFC 5798 6.4.3 says discard. But a node advertising a lower priority believes it is
+        // master (a healed partition, a node that missed our adverts), and hosts may have
+        // followed its gratuitous ARPs to a node that is about to release the VIP: answer
+        // with an advert at once, so it steps down now rather than at our next interval, and
+        // announce the VIPs again so hosts come back (keepalived does both). The regular
+        // advert schedule is unchanged.
         self.counters.adverts_discarded += 1;
-        Vec::new()
+        self.counters.lower_priority_answered += 1;
+        vec![
+            Action::SendAdvert {
+                priority: self.priority,
+            },
+            Action::Announce,
+        ]
     }
 
     /// RFC 5798 6.4.3: a higher priority wins; on equal priority the larger primary address

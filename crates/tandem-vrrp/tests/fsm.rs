@@ -406,14 +406,38 @@ fn master_higher_priority_becomes_backup_and_adopts_interval() {
 }
 
 #[test]
-fn master_lower_priority_is_discarded() {
+fn master_lower_priority_is_answered_and_the_addresses_announced() {
+    // RFC 5798 6.4.3 discards it; like keepalived we also answer at once and re-announce,
+    // so a node that believes it is master steps down and hosts come back.
     let (mut i, m) = master(100);
     let due = i.next_deadline();
-    assert_eq!(i.advert(m + us(1), &rx(v4(200), 99, 100)), vec![]);
+    assert_eq!(
+        i.advert(m + us(1), &rx(v4(200), 99, 100)),
+        vec![Action::SendAdvert { priority: 100 }, Action::Announce]
+    );
     assert_eq!(i.state(), State::Master);
-    assert_eq!(i.next_deadline(), due);
+    assert_eq!(i.next_deadline(), due, "the advert schedule is unchanged");
     assert_eq!(i.master_address(), Some(v4(10)));
     assert_eq!(i.counters().adverts_discarded, 1);
+    assert_eq!(i.counters().lower_priority_answered, 1);
+}
+
+#[test]
+fn a_late_advert_timer_does_not_stretch_the_interval() {
+    let (mut i, _) = master(100);
+    let due = i.next_deadline().expect("deadline");
+    // Handled 3 ms late: the next one is still one interval after the one that was due.
+    assert_eq!(
+        i.tick(due + us(3_000)),
+        vec![Action::SendAdvert { priority: 100 }]
+    );
+    let interval = i.next_deadline().expect("deadline") - due;
+    assert_eq!(interval, us(1_000_000));
+    // Stalled for more than an interval: restart from now rather than burst.
+    let due = i.next_deadline().expect("deadline");
+    let late = due + us(2_500_000);
+    i.tick(late);
+    assert_eq!(i.next_deadline(), Some(late + us(1_000_000)));
 }
 
 #[test]
@@ -424,9 +448,12 @@ fn master_equal_priority_tie_break_ipv4() {
         i.advert(m, &rx(v4(11), 100, 100)),
         vec![Action::BecomeBackup]
     );
-    // ...a smaller one loses.
+    // ...a smaller one loses (and is answered, see master_lower_priority_...).
     let (mut i, m) = master(100);
-    assert_eq!(i.advert(m, &rx(v4(9), 100, 100)), vec![]);
+    assert_eq!(
+        i.advert(m, &rx(v4(9), 100, 100)),
+        vec![Action::SendAdvert { priority: 100 }, Action::Announce]
+    );
     assert_eq!(i.state(), State::Master);
     // Compared as unsigned integers: 192.0.2.10 < 192.0.3.1 < 200.0.0.0.
     let (mut i, m) = master(100);
@@ -448,7 +475,10 @@ fn master_equal_priority_tie_break_ipv6() {
         vec![Action::BecomeBackup]
     );
     let (mut i, t0) = mk();
-    assert_eq!(i.advert(t0, &rx(v6(0x0f), 255, 100)), vec![]);
+    assert_eq!(
+        i.advert(t0, &rx(v6(0x0f), 255, 100)),
+        vec![Action::SendAdvert { priority: 255 }, Action::Announce]
+    );
     let (mut i, t0) = mk();
     let high = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
     assert_eq!(

@@ -289,6 +289,19 @@ pub fn admin_source(r: &Running) -> tandem_admin::VrrpSource {
         if s.socket.malformed_ip > 0 {
             discarded.insert("malformed_ip", s.socket.malformed_ip);
         }
+        // The state machine's own drops (own looped-back adverts are not worth showing). An
+        // interval mismatch with a v2 peer is the classic split brain: show it.
+        let d = s.counters.dropped;
+        for (name, n) in [
+            ("interval_mismatch", d.interval),
+            ("version_mismatch", d.version),
+            ("vrid_mismatch", d.vrid),
+            ("family_mismatch", d.family),
+        ] {
+            if n > 0 {
+                *discarded.entry(name).or_insert(0) += n;
+            }
+        }
         tandem_admin::VrrpView {
             name: cfg.name.clone(),
             interface: cfg.interface.clone(),

@@ -197,11 +197,23 @@ async fn sticky_entries_and_drains_replicate_and_a_restarted_peer_resumes() {
     let metrics = curl(&["-s", &format!("http://{}/metrics", addr(95, 9900))]).await;
     let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
     for line in [
-        format!("tandem_cluster_peer_connected{{peer=\"{}\"}} 1", addr(94, 9901)),
-        format!("tandem_cluster_peer_resumes_total{{peer=\"{}\"}} 1", addr(94, 9901)),
-        format!("tandem_cluster_peer_snapshots_total{{peer=\"{}\"}} 0", addr(94, 9901)),
+        format!(
+            "tandem_cluster_peer_connected{{peer=\"{}\"}} 1",
+            addr(94, 9901)
+        ),
+        format!(
+            "tandem_cluster_peer_resumes_total{{peer=\"{}\"}} 1",
+            addr(94, 9901)
+        ),
+        format!(
+            "tandem_cluster_peer_snapshots_total{{peer=\"{}\"}} 0",
+            addr(94, 9901)
+        ),
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no `{line}` in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
     }
     let a_view = cluster(94).await;
     assert!(a_view["resumes_served"].as_u64() >= Some(1), "{a_view}");

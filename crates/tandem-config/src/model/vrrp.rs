@@ -47,7 +47,9 @@ pub struct Vrrp {
     pub garp_master_refresh: Option<Duration>,
     /// `checksum`: `"keepalived"` (default) or `"rfc9568"`; only matters for v3 over IPv4.
     pub checksum: VrrpChecksum,
-    /// `realtime_priority`: default off; 1..=99 runs the instance thread under SCHED_FIFO.
+    /// `realtime_priority`: 1..=99 runs the instance thread under SCHED_FIFO; 0 is off.
+    /// Default: [`Vrrp::DEFAULT_REALTIME_PRIORITY`] when `advert_interval` is under a second,
+    /// off otherwise.
     pub realtime_priority: Option<u8>,
     /// `track_interfaces`: default none. Interfaces whose link state steers this instance
     /// (see [`Tracked`]); an interface is failed while it is down, has no carrier or does not
@@ -83,6 +85,10 @@ impl Vrrp {
     /// Accepted `garp_master_repeat` values, inclusive.
     pub const GARP_MASTER_REPEAT_RANGE: (u32, u32) = (1, 100);
     pub const DEFAULT_CHECKSUM: VrrpChecksum = VrrpChecksum::Keepalived;
+    /// `realtime_priority` when absent and adverts are sub-second: above every normal task,
+    /// below the kernel's threaded interrupt handlers (SCHED_FIFO 50), so the network
+    /// interrupts that deliver the adverts still run first.
+    pub const DEFAULT_REALTIME_PRIORITY: u8 = 40;
     /// Accepted `realtime_priority` values, inclusive (Linux SCHED_FIFO priorities).
     pub const REALTIME_PRIORITY_RANGE: (u8, u8) = (1, 99);
     /// An advert's address count is one byte.
