@@ -702,3 +702,71 @@ async fn v2_interval_mismatch_is_reported() {
     );
     lab.signal(node.proc, libc::SIGTERM);
 }
+
+/// VRRPv2 simple-text authentication against keepalived's `auth_type PASS`: with the same
+/// password tandem follows keepalived as backup without a discard and takes over when it is
+/// killed; with another password every advert is dropped as `bad_password` (and tandem, not
+/// hearing a master, takes the VIP: what a password mismatch means on the wire).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_password_interoperates_with_keepalived_auth_pass() {
+    let flavour = Flavour::V2;
+    for (ours, matching) in [("s3cret", true), ("other", false)] {
+        let lab = Lab::new(2);
+        let dir = TempDir::new("vrrp-v2-pass");
+        let (vip, len) = flavour.vip(&lab);
+        let ka = Keepalived::start_configured(
+            &lab,
+            TempDir::new("keepalived"),
+            KEEPALIVED,
+            flavour,
+            HIGH,
+            flavour.keepalived_advert_int(),
+            "  authentication {\n    auth_type PASS\n    auth_pass s3cret\n  }",
+        );
+        until("keepalived master", Duration::from_secs(10), || {
+            host_has(&lab, KEEPALIVED, vip, len)
+        })
+        .await;
+        let node = start_with(
+            &lab,
+            &dir,
+            TANDEM,
+            &flavour_config(
+                &lab,
+                TANDEM,
+                flavour,
+                LOW,
+                &format!("password = \"{ours}\""),
+            ),
+        );
+        let admin = lab.host_addr(TANDEM, 9900);
+        lab.wait_listening(node.proc, admin, Duration::from_secs(10))
+            .await;
+        if matching {
+            // Two adverts heard, none dropped, still backup.
+            let v = eventually("adverts accepted", Duration::from_secs(6), || async {
+                instance(admin)
+                    .await
+                    .filter(|v| v["adverts_received"].as_u64() >= Some(2))
+            })
+            .await;
+            assert_eq!(v["state"], "backup", "{v}");
+            assert_eq!(v["discarded"], serde_json::json!({}), "{v}");
+            assert!(ka.complaints(&lab).is_empty(), "{:?}", ka.complaints(&lab));
+            ka.kill(&lab);
+            until("tandem takes over", Duration::from_secs(6), || {
+                host_has(&lab, TANDEM, vip, len)
+            })
+            .await;
+        } else {
+            let v = eventually("adverts dropped", Duration::from_secs(6), || async {
+                instance(admin)
+                    .await
+                    .filter(|v| v["discarded"]["bad_password"].as_u64() >= Some(2))
+            })
+            .await;
+            assert_eq!(v["adverts_received"], 0, "{v}");
+        }
+        lab.signal(node.proc, libc::SIGTERM);
+    }
+}

@@ -350,7 +350,7 @@ impl Flavour {
     }
 
     /// keepalived's `advert_int` (seconds, fractional for v3).
-    fn keepalived_advert_int(self) -> &'static str {
+    pub fn keepalived_advert_int(self) -> &'static str {
         match self {
             Flavour::V2 => "1",
             _ => "0.1",
@@ -479,6 +479,20 @@ impl Keepalived {
         priority: u8,
         advert_int: &str,
     ) -> Keepalived {
+        Keepalived::start_configured(lab, dir, i, flavour, priority, advert_int, "")
+    }
+
+    /// [`Keepalived::start_with`] with `extra` lines inside `vrrp_instance` (e.g. an
+    /// `authentication` block).
+    pub fn start_configured(
+        lab: &Lab,
+        dir: TempDir,
+        i: usize,
+        flavour: Flavour,
+        priority: u8,
+        advert_int: &str,
+        extra: &str,
+    ) -> Keepalived {
         let (vip, len) = flavour.vip(lab);
         let conf = dir.write(
             "keepalived.conf",
@@ -486,7 +500,7 @@ impl Keepalived {
                 "global_defs {{\n  router_id {tag}k{i}\n  vrrp_version {version}\n}}\n\
                  vrrp_instance VI_51 {{\n  state BACKUP\n  interface eth0\n  \
                  virtual_router_id 51\n  priority {priority}\n  advert_int {int}\n  \
-                 garp_master_delay 0\n  virtual_ipaddress {{\n    {vip}/{len} dev eth0\n  }}\n}}\n",
+                 garp_master_delay 0\n  virtual_ipaddress {{\n    {vip}/{len} dev eth0\n  }}\n{extra}\n}}\n",
                 tag = lab.tag(),
                 version = flavour.version_number(),
                 int = advert_int,
