@@ -255,6 +255,39 @@ async fn sticky_entries_and_drains_replicate_and_a_restarted_peer_resumes() {
     // A's table is untouched by it.
     assert!(sticky_backend(94, client).await.is_some());
     assert!(a.log().contains("authentication failed"), "{}", a.log());
+    // Garbage on the cluster port: an absurd frame length, then a well-sized frame of junk.
+    // Each connection is closed and counted; the node carries on.
+    let before = cluster(94).await;
+    let failures = |v: &serde_json::Value| {
+        v["auth_failures"].as_u64().unwrap_or(0) + v["parse_failures"].as_u64().unwrap_or(0)
+    };
+    for junk in [vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3], {
+        let mut j = 40u32.to_le_bytes().to_vec();
+        j.extend_from_slice(&[0x5a; 40]);
+        j
+    }] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr(94, 9901))
+            .await
+            .expect("connect");
+        s.write_all(&junk).await.expect("write");
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "closed by A: {closed:?}"
+        );
+    }
+    let after = eventually("A counted both", Duration::from_secs(5), || async {
+        let v = cluster(94).await;
+        (failures(&v) >= failures(&before) + 2).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        after["peers"][0]["connected"], true,
+        "A still follows B: {after}"
+    );
+    assert!(sticky_backend(94, client).await.is_some());
     drop(c);
     drop(b);
     drop(a);
