@@ -39,6 +39,8 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
         retries: tandem_config::Retries::default(),
         outlier: tandem_config::Outlier::default(),
         slow_start: None,
+        host: None,
+        keepalive: true,
     }
 }
 

@@ -489,6 +489,8 @@ mod tests {
             retries: Retries::default(),
             outlier: Outlier::default(),
             slow_start: None,
+            host: None,
+            keepalive: true,
         };
         f(&mut cfg);
         PoolRuntime::new(&cfg)

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 mod health;
 mod persistence;
+mod route;
 mod resilience;
 mod vrrp;
 pub use health::*;
 pub use persistence::*;
+pub use route::*;
 pub use resilience::*;
 pub use vrrp::*;
 
@@ -88,6 +90,11 @@ pub struct Pool {
     /// `slow_start`: a backend that comes back up ramps its weight from a trickle to its full
     /// weight over this long. Default off (`None`).
     pub slow_start: Option<Duration>,
+    /// `host` (http): the `Host` header requests to this pool carry, instead of the client's.
+    pub host: Option<String>,
+    /// `keepalive` (http): default true; false closes each backend connection after one
+    /// request, for application servers that need it (client keep-alive is unaffected).
+    pub keepalive: bool,
 }
 
 impl Pool {
@@ -196,6 +203,17 @@ pub struct Service {
     pub max_header_size: usize,
     /// `persistence`: default none (every request or connection is balanced on its own).
     pub persistence: Option<Persistence>,
+    /// `routes` (http): tried in order before the default `pool`.
+    pub routes: Vec<Route>,
+    /// `request_headers` / `response_headers` (http): applied to every request / response,
+    /// before a route's own.
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    /// `max_request_body` (http): a larger body is refused with 413. Default none.
+    pub max_request_body: Option<u64>,
+    /// `max_connections`: client connections held open at once; beyond, new ones wait in the
+    /// kernel's accept queue. Default none.
+    pub max_connections: Option<u32>,
 }
 
 impl Service {

@@ -25,6 +25,7 @@ use crate::{ConfigError, ConfigErrors};
 
 mod health;
 mod persistence;
+mod route;
 mod vrrp;
 mod vrrp_ops;
 use health::health;
@@ -395,6 +396,8 @@ const POOL_KEYS: &[&str] = &[
     "retry_budget",
     "outlier",
     "slow_start",
+    "host",
+    "keepalive",
 ];
 const OUTLIER_KEYS: &[&str] = &[
     "consecutive_connect_failures",
@@ -416,8 +419,21 @@ const SERVICE_KEYS: &[&str] = &[
     "idle_timeout",
     "max_header_size",
     "persistence",
+    "routes",
+    "request_headers",
+    "response_headers",
+    "max_request_body",
+    "max_connections",
 ];
-const SERVICE_HTTP_ONLY: &[&str] = &["header_timeout", "response_timeout", "max_header_size"];
+const SERVICE_HTTP_ONLY: &[&str] = &[
+    "header_timeout",
+    "response_timeout",
+    "max_header_size",
+    "routes",
+    "request_headers",
+    "response_headers",
+    "max_request_body",
+];
 
 /// Stands in for an address that failed to parse; never returned, since that error fails the
 /// whole parse.
@@ -629,6 +645,26 @@ fn pool(cx: &mut Cx, t: &Table, name: String) -> Pool {
             None => Outlier::default(),
         },
         slow_start: t.opt(cx, "slow_start", duration).ok().flatten(),
+        host: t
+            .opt(cx, "host", |cx, p, v| {
+                let s = string(cx, p, v)?;
+                let ok = !s.is_empty()
+                    && s.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']')
+                    });
+                if ok {
+                    Ok(s.to_string())
+                } else {
+                    Err(cx.error(
+                        v.span().start,
+                        p,
+                        format!("invalid host {s:?}: a host name or address, with an optional port, e.g. \"app.internal\" or \"app.internal:8080\""),
+                    ))
+                }
+            })
+            .ok()
+            .flatten(),
+        keepalive: or(t.opt(cx, "keepalive", boolean), true),
     }
 }
 
@@ -952,6 +988,45 @@ fn services(
                 );
             }
         }
+        let http_key = |k: &str| !skip.contains(&k);
+        let routes = if http_key("routes") {
+            t.opt(cx, "routes", |cx, p, v| {
+                route::routes(cx, p, v, &pool_names, broken_pools)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let request_headers = if http_key("request_headers") {
+            t.opt(cx, "request_headers", route::header_ops)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            HeaderOps::default()
+        };
+        let response_headers = if http_key("response_headers") {
+            t.opt(cx, "response_headers", route::header_ops)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            HeaderOps::default()
+        };
+        let max_request_body = if http_key("max_request_body") {
+            t.opt(cx, "max_request_body", route::size).ok().flatten()
+        } else {
+            None
+        };
+        let max_connections = t
+            .opt(cx, "max_connections", |cx, p, v| {
+                integer(cx, p, v, 1, i128::from(u32::MAX))
+            })
+            .ok()
+            .flatten()
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
         out.push(Service {
             name: svc_name.unwrap_or_default(),
             listen: listen.unwrap_or(PLACEHOLDER_ADDR),
@@ -960,6 +1035,11 @@ fn services(
             timeouts,
             max_header_size,
             persistence,
+            routes,
+            request_headers,
+            response_headers,
+            max_request_body,
+            max_connections,
         });
     }
     out
