@@ -95,6 +95,10 @@ pub struct PoolRuntime {
     pub retries: Retries,
     pub outlier: Outlier,
     pub slow_start: Option<Duration>,
+    /// `host`: the Host header requests to this pool carry (http).
+    pub host: Option<String>,
+    /// `keepalive`: backend connections are reused (http).
+    pub keepalive: bool,
     /// Replays of failed requests may not exceed a share of the request rate.
     pub budget: RetryBudget,
     /// Observed connect times, for the adaptive connect timeout.
@@ -143,6 +147,8 @@ impl PoolRuntime {
             retries: cfg.retries.clone(),
             outlier: cfg.outlier.clone(),
             slow_start: cfg.slow_start,
+            host: cfg.host.clone(),
+            keepalive: cfg.keepalive,
             budget: RetryBudget::new(cfg.retries.budget_percent, Retries::BUDGET_FLOOR_PER_SECOND),
             connect_timer: ConnectTimer::new(),
             backends,

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 mod health;
 mod persistence;
-mod route;
 mod resilience;
+mod route;
 mod vrrp;
 pub use health::*;
 pub use persistence::*;
-pub use route::*;
 pub use resilience::*;
+pub use route::*;
 pub use vrrp::*;
 
 /// A whole configuration file, validated.

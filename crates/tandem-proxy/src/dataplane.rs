@@ -141,17 +141,45 @@ impl Dataplane {
                 .cloned()
                 .unwrap_or_default();
             let persist = topology.persistence(&b.cfg.name).cloned();
-            plans.push((
-                b.cfg,
-                Arc::new(Balancer::new(Arc::clone(pool), stats, persist)),
-                b.sockets,
-            ));
+            // Balancer 0 serves the service's pool (with its persistence and counters); one
+            // more per other pool its routes name, in the router's order.
+            let mut balancers = vec![Arc::new(Balancer::new(
+                Arc::clone(pool),
+                Arc::clone(&stats),
+                persist,
+            ))];
+            if !b.cfg.routes.is_empty() {
+                let router = crate::route::Router::new(
+                    &b.cfg.routes,
+                    &b.cfg.pool,
+                    &b.cfg.request_headers,
+                    &b.cfg.response_headers,
+                );
+                for name in router.pools.iter().skip(1) {
+                    let p = topology
+                        .pool(name)
+                        .ok_or_else(|| DataplaneError::UnknownPool {
+                            service: b.cfg.name.clone(),
+                            pool: name.clone(),
+                        })?;
+                    balancers.push(Arc::new(Balancer::new(
+                        Arc::clone(p),
+                        Arc::clone(&stats),
+                        None,
+                    )));
+                }
+            }
+            // max_connections: one limit for the service across all workers.
+            let limit = b
+                .cfg
+                .max_connections
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)));
+            plans.push((b.cfg, balancers, limit, b.sockets));
         }
-        let mut per_worker: Vec<Vec<(Service, Arc<Balancer>, std::net::TcpListener)>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        for (cfg, balancer, sockets) in plans {
+        let mut per_worker: Vec<Vec<WorkerService>> = (0..workers).map(|_| Vec::new()).collect();
+        for (cfg, balancers, limit, sockets) in plans {
             for (w, s) in sockets.into_iter().enumerate() {
-                per_worker[w].push((cfg.clone(), Arc::clone(&balancer), s));
+                per_worker[w].push((cfg.clone(), balancers.clone(), limit.clone(), s));
             }
         }
         let (tx, rx) = watch::channel(false);
@@ -181,7 +209,7 @@ impl Dataplane {
 }
 
 fn run_worker(
-    services: Vec<(Service, Arc<Balancer>, std::net::TcpListener)>,
+    services: Vec<WorkerService>,
     mut shutdown: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
@@ -199,7 +227,8 @@ fn run_worker(
         tokio::spawn(timer_floor());
         let open = Arc::new(OpenConnections::default());
         let mut accept_loops = Vec::new();
-        for (cfg, balancer, socket) in services {
+        for (cfg, balancers, limit, socket) in services {
+            let balancer = Arc::clone(&balancers[0]);
             let listener = match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => l,
                 Err(e) => {
@@ -210,14 +239,25 @@ fn run_worker(
             let stats = Arc::clone(&balancer.stats);
             let handler = match cfg.mode {
                 Mode::Http => {
-                    let h2 = Arc::new(H2Service::new(&cfg, Arc::clone(&balancer)));
-                    Handler::Http(Arc::new(H1Service::new(&cfg, balancer, h2)))
+                    let router = || {
+                        (!cfg.routes.is_empty()).then(|| {
+                            crate::route::Router::new(
+                                &cfg.routes,
+                                &cfg.pool,
+                                &cfg.request_headers,
+                                &cfg.response_headers,
+                            )
+                        })
+                    };
+                    let h2 = Arc::new(H2Service::new(&cfg, balancers.clone(), router()));
+                    Handler::Http(Arc::new(H1Service::new(&cfg, balancers, router(), h2)))
                 }
                 Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(&cfg, balancer))),
             };
             accept_loops.push(tokio::spawn(accept_loop(
                 cfg.name.clone(),
                 listener,
+                limit,
                 handler,
                 stats,
                 Arc::clone(&open),
@@ -256,15 +296,37 @@ async fn timer_floor() {
     }
 }
 
+/// A worker's share of a service: its config, balancers, connection limit and socket.
+type WorkerService = (
+    Service,
+    Vec<Arc<Balancer>>,
+    Option<Arc<tokio::sync::Semaphore>>,
+    std::net::TcpListener,
+);
+
 async fn accept_loop(
     name: String,
     listener: tokio::net::TcpListener,
+    limit: Option<Arc<tokio::sync::Semaphore>>,
     handler: Handler,
     stats: Arc<ServiceStats>,
     open: Arc<OpenConnections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // At max_connections, stop accepting: new connections wait in the kernel's queue
+        // (and time out there if it lasts) instead of being accepted and starved.
+        let permit = match &limit {
+            Some(sem) => tokio::select! {
+                biased;
+                _ = crate::stopped(&mut shutdown) => return,
+                p = Arc::clone(sem).acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+            },
+            None => None,
+        };
         let accepted = tokio::select! {
             biased;
             _ = crate::stopped(&mut shutdown) => return,
@@ -288,6 +350,7 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     svc.serve_connection(stream, peer, sd).await;
                     drop(guard);
+                    drop(permit);
                 });
             }
             Handler::Tcp(svc) => {
@@ -297,6 +360,7 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     svc.serve_connection(stream, peer).await;
                     drop(guard);
+                    drop(permit);
                 });
             }
         }

@@ -33,7 +33,10 @@ use crate::slot::{Acquired, Balancer, Slot};
 use crate::upstream::{Failed, UpstreamError, Upstreams};
 
 pub(crate) struct H2Service {
+    /// The service's pool; `balancers` are every pool it routes to (index 0 is this one).
     balancer: Arc<Balancer>,
+    balancers: Vec<Arc<Balancer>>,
+    router: Option<crate::route::Router>,
     upstreams: Arc<Upstreams>,
     timeouts: Timeouts,
     h2: http2::Builder<TokioExecutor>,
@@ -41,20 +44,34 @@ pub(crate) struct H2Service {
 }
 
 impl H2Service {
-    pub(crate) fn new(cfg: &Service, balancer: Arc<Balancer>) -> Self {
-        let pool = &balancer.pool;
-        let addrs = pool
-            .backends
+    pub(crate) fn new(
+        cfg: &Service,
+        balancers: Vec<Arc<Balancer>>,
+        router: Option<crate::route::Router>,
+    ) -> Self {
+        let balancer = Arc::clone(&balancers[0]);
+        let addrs: Vec<SocketAddr> = balancers
             .iter()
-            .map(|b| b.address)
-            .chain(pool.sorry.as_ref().map(|s| s.address));
+            .flat_map(|b| {
+                b.pool
+                    .backends
+                    .iter()
+                    .map(|x| x.address)
+                    .chain(b.pool.sorry.as_ref().map(|s| s.address))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let upstreams = Arc::new(Upstreams::new(addrs, cfg.timeouts.clone()));
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX));
         H2Service {
-            measure_latency: pool.scheduler == SchedulerKind::Ewma,
-            balancer,
+            measure_latency: balancers
+                .iter()
+                .any(|b| b.pool.scheduler == SchedulerKind::Ewma),
+            balancer: Arc::clone(&balancer),
+            balancers,
+            router,
             upstreams,
             timeouts: cfg.timeouts.clone(),
             h2,
@@ -110,17 +127,26 @@ impl H2Service {
             client: Some(peer.ip()),
             hash,
         };
-        let req = prepare_request(req, peer);
+        let mut req = prepare_request(req, peer);
+        let (balancer, route) = match self.route(&mut req, peer) {
+            Ok(x) => x,
+            Err(local) => return local,
+        };
+        let persist = if std::ptr::eq(balancer, &*self.balancer) {
+            persist
+        } else {
+            None
+        };
         // Only an idempotent request without a body may be sent again after a backend saw it.
         let replay = Replay::of(&req);
         let mut req = req.map(RequestBody::Client);
         let deadline = Instant::now() + self.timeouts.response;
-        let pool = &self.balancer.pool;
+        let pool = &balancer.pool;
         let mut avoid = Avoid::default();
         let mut replays = 0;
         let mut last = None;
         while !avoid.is_full() {
-            let slot = match self.balancer.acquire_pinned(&key, &avoid, pinned).await {
+            let slot = match balancer.acquire_pinned(&key, &avoid, pinned).await {
                 Acquired::Slot(s) => s,
                 Acquired::Busy => {
                     return local(StatusCode::SERVICE_UNAVAILABLE, "all backends are busy\n")
@@ -140,11 +166,15 @@ impl H2Service {
             if let Some(p) = persist {
                 persist_request_header(p, id, req.headers_mut());
             }
-            match self.forward(req, slot, deadline, replay.is_some()).await {
+            match self
+                .forward(balancer, req, slot, deadline, replay.is_some())
+                .await
+            {
                 Ok(mut resp) => {
                     if let Some(p) = persist {
                         persist_out(p, id, issue, resp.headers_mut());
                     }
+                    self.response_headers(route, resp.headers_mut());
                     return resp;
                 }
                 // A connect failure: the backend never saw the request; always safe.
@@ -164,7 +194,7 @@ impl H2Service {
                         }
                     };
                     replays += 1;
-                    self.balancer.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    balancer.stats.retries.fetch_add(1, Ordering::Relaxed);
                     req = again;
                     last = Some(error);
                 }
@@ -185,9 +215,125 @@ impl H2Service {
         }
     }
 
+    /// Routing (as in the HTTP/1 engine): the balancer for the request and the route that
+    /// matched, after rewriting the path and request headers; or the route's local answer.
+    #[allow(clippy::result_large_err)]
+    fn route<B>(
+        &self,
+        req: &mut Request<B>,
+        peer: SocketAddr,
+    ) -> Result<(&Balancer, Option<usize>), Response<ProxyBody>> {
+        let Some(router) = &self.router else {
+            return Ok((&self.balancer, None));
+        };
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.as_bytes().to_vec())
+            .unwrap_or_default();
+        let host_name = crate::route::strip_port(&host).to_vec();
+        let method = req.method().as_str().to_string();
+        let decision = router.decide(&crate::route::RequestView {
+            method: &method,
+            path: path.as_bytes(),
+            query: query.as_bytes(),
+            host: &host_name,
+            headers: req.headers(),
+            client: peer.ip(),
+        });
+        let balancer = match decision.target {
+            crate::route::Target::Balancer(i) => {
+                self.balancers.get(i).map_or(&*self.balancer, |b| &**b)
+            }
+            crate::route::Target::Local(i) => {
+                let mut resp = match router.action(i) {
+                    Some(tandem_config::RouteAction::Redirect { status, location }) => {
+                        let loc = crate::route::expand(
+                            location,
+                            &host_name,
+                            path.as_bytes(),
+                            query.as_bytes(),
+                        );
+                        let mut r = local(
+                            StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
+                            "",
+                        );
+                        if let Ok(v) = HeaderValue::from_bytes(&loc) {
+                            r.headers_mut().insert(header::LOCATION, v);
+                        }
+                        r
+                    }
+                    Some(tandem_config::RouteAction::Respond {
+                        status,
+                        body,
+                        content_type,
+                    }) => {
+                        let mut r =
+                            local(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK), "");
+                        *r.body_mut() = ProxyBody::Local(Some(Bytes::from(body.clone())));
+                        if let Ok(v) = HeaderValue::from_str(content_type) {
+                            r.headers_mut().insert(header::CONTENT_TYPE, v);
+                        }
+                        r
+                    }
+                    _ => local(StatusCode::NOT_FOUND, "no route\n"),
+                };
+                self.response_headers(Some(i), resp.headers_mut());
+                return Err(resp);
+            }
+        };
+        if let Some(new_path) = decision
+            .rewrite
+            .and_then(|rw| crate::route::rewrite_path(rw, path.as_bytes()))
+        {
+            let mut pq = new_path;
+            if !query.is_empty() {
+                pq.push(b'?');
+                pq.extend_from_slice(query.as_bytes());
+            }
+            if let Ok(uri) = Uri::try_from(pq) {
+                *req.uri_mut() = uri;
+            }
+        }
+        let headers = req.headers_mut();
+        if let Some(h) = balancer
+            .pool
+            .host
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            headers.insert(header::HOST, h);
+        }
+        for ops in [
+            Some(&router.request_headers),
+            decision.route_request_headers,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            apply_ops(ops, headers);
+        }
+        if !balancer.pool.keepalive {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Ok((balancer, decision.route))
+    }
+
+    /// The service's and the matched route's response header operations.
+    fn response_headers(&self, route: Option<usize>, headers: &mut http::HeaderMap) {
+        let Some(router) = &self.router else { return };
+        apply_ops(&router.response_headers, headers);
+        if let Some(ops) = route.and_then(|i| router.route_response_headers(i)) {
+            apply_ops(ops, headers);
+        }
+    }
+
     /// Send to the slot's backend.
     async fn forward(
         &self,
+        balancer: &Balancer,
         req: Request<RequestBody>,
         slot: Slot,
         deadline: Instant,
@@ -195,7 +341,7 @@ impl H2Service {
     ) -> Result<Response<ProxyBody>, Lost> {
         let backend = Arc::clone(slot.backend());
         let started = self.measure_latency.then(std::time::Instant::now);
-        let pool = &self.balancer.pool;
+        let pool = &balancer.pool;
         match self
             .upstreams
             .send(pool, &backend, req, deadline, replayable)
@@ -456,6 +602,29 @@ fn persist_out(p: &ServicePersistence, id: usize, issue: bool, headers: &mut htt
             for v in values {
                 headers.append(http::header::SET_COOKIE, v);
             }
+        }
+    }
+}
+
+/// Remove, set, then add (see `tandem_config::HeaderOps`).
+fn apply_ops(ops: &tandem_config::HeaderOps, headers: &mut http::HeaderMap) {
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+    for (k, v) in &ops.set {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
+        }
+    }
+    for (k, v) in &ops.add {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.append(k, v);
         }
     }
 }

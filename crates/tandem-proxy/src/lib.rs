@@ -15,6 +15,7 @@ mod h2;
 pub mod headers;
 mod listener;
 mod persist;
+mod route;
 mod slot;
 mod tcp;
 mod upstream;

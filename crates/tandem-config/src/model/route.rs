@@ -106,7 +106,9 @@ impl Pattern {
             None => (format!("^{}$", regex::escape(s)), false),
         };
         if regex && source.trim_start_matches("(?i)").is_empty() {
-            return Err(format!("{s} is an empty regular expression; it would match anything"));
+            return Err(format!(
+                "{s} is an empty regular expression; it would match anything"
+            ));
         }
         let regex = regex::bytes::Regex::new(&source)
             .map_err(|e| format!("invalid regular expression {s}: {}", one_line(&e)))?;
@@ -203,7 +205,9 @@ impl Cidr {
                 IpAddr::V4((u32::from(a) & m).into())
             }
             IpAddr::V6(a) => {
-                let m = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 IpAddr::V6((u128::from(a) & m).into())
             }
         }
@@ -218,7 +222,9 @@ impl Cidr {
                 u32::from(a) & m == u32::from(n)
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(a) & m == u128::from(n)
             }
             _ => false,

@@ -95,12 +95,19 @@ pub(super) fn routes(
                 cx.error(
                     at,
                     &t.key_path(actions[1]),
-                    format!("a route does one thing: `{}` and `{}` cannot both be given", actions[0], actions[1]),
+                    format!(
+                        "a route does one thing: `{}` and `{}` cannot both be given",
+                        actions[0], actions[1]
+                    ),
                 );
                 None
             }
         };
-        let rewrite = t.opt(cx, "rewrite", rewrite).ok().flatten().unwrap_or_default();
+        let rewrite = t
+            .opt(cx, "rewrite", rewrite)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         if !rewrite.is_empty() && !matches!(action, Some(RouteAction::Pool(_)) | None) {
             let at = t.key_at("rewrite").unwrap_or(t.at);
             cx.error(
@@ -146,15 +153,16 @@ fn route_match(cx: &mut Cx, path: &str, v: &Value) -> R<RouteMatch> {
             if s.starts_with('/') {
                 Ok(s.to_string())
             } else {
-                Err(cx.error(v.span().start, p, format!("a path prefix starts with `/`, got {s:?}")))
+                Err(cx.error(
+                    v.span().start,
+                    p,
+                    format!("a path prefix starts with `/`, got {s:?}"),
+                ))
             }
         })
         .ok()
         .flatten();
-    let path_regex = t
-        .opt(cx, "path_regex", |cx, p, v| regex_only(cx, p, v))
-        .ok()
-        .flatten();
+    let path_regex = t.opt(cx, "path_regex", regex_only).ok().flatten();
     let methods = t
         .opt(cx, "method", |cx, p, v| {
             one_or_many(cx, p, v, |cx, p, v| {
@@ -162,7 +170,11 @@ fn route_match(cx: &mut Cx, path: &str, v: &Value) -> R<RouteMatch> {
                 if !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase()) {
                     Ok(s.to_string())
                 } else {
-                    Err(cx.error(v.span().start, p, format!("methods are upper case, e.g. \"GET\"; got {s:?}")))
+                    Err(cx.error(
+                        v.span().start,
+                        p,
+                        format!("methods are upper case, e.g. \"GET\"; got {s:?}"),
+                    ))
                 }
             })
         })
@@ -335,18 +347,29 @@ fn status(cx: &mut Cx, path: &str, v: &Value, lo: i128, hi: i128) -> R<u16> {
 fn redirect(cx: &mut Cx, path: &str, v: &Value) -> R<RouteAction> {
     let mut t = table(cx, path, v, "the redirect table")?;
     t.check_keys(cx, REDIRECT_KEYS);
-    let status = or(t.opt(cx, "status", |cx, p, v| {
-        let s = status(cx, p, v, 300, 399)?;
-        if matches!(s, 301 | 302 | 303 | 307 | 308) {
-            Ok(s)
-        } else {
-            Err(cx.error(v.span().start, p, format!("a redirect status is 301, 302, 303, 307 or 308; got {s}")))
-        }
-    }), 302);
+    let status = or(
+        t.opt(cx, "status", |cx, p, v| {
+            let s = status(cx, p, v, 300, 399)?;
+            if matches!(s, 301 | 302 | 303 | 307 | 308) {
+                Ok(s)
+            } else {
+                Err(cx.error(
+                    v.span().start,
+                    p,
+                    format!("a redirect status is 301, 302, 303, 307 or 308; got {s}"),
+                ))
+            }
+        }),
+        302,
+    );
     let location = t.req(cx, "location", |cx, p, v| {
         let s = string(cx, p, v)?;
         if s.is_empty() || s.bytes().any(|b| b.is_ascii_control()) {
-            return Err(cx.error(v.span().start, p, "a location is a non-empty URL without control characters"));
+            return Err(cx.error(
+                v.span().start,
+                p,
+                "a location is a non-empty URL without control characters",
+            ));
         }
         Template::parse(s).map_err(|m| cx.error(v.span().start, p, m))
     })?;
@@ -368,7 +391,11 @@ fn respond(cx: &mut Cx, path: &str, v: &Value) -> R<RouteAction> {
             if s.bytes().all(|b| (0x20..0x7f).contains(&b)) && !s.is_empty() {
                 Ok(s.to_string())
             } else {
-                Err(cx.error(v.span().start, p, "a content type is printable ASCII, e.g. \"text/html; charset=utf-8\""))
+                Err(cx.error(
+                    v.span().start,
+                    p,
+                    "a content type is printable ASCII, e.g. \"text/html; charset=utf-8\"",
+                ))
             }
         })
         .ok()
@@ -411,12 +438,20 @@ fn rewrite(cx: &mut Cx, path: &str, v: &Value) -> R<Rewrite> {
         (None, None) => None,
         (Some(_), None) => {
             let at = t.key_at("path_regex").unwrap_or(t.at);
-            cx.error(at, &t.key_path("replace"), "`path_regex` needs `replace`: what the path becomes, e.g. replace = \"/app/$1\"");
+            cx.error(
+                at,
+                &t.key_path("replace"),
+                "`path_regex` needs `replace`: what the path becomes, e.g. replace = \"/app/$1\"",
+            );
             None
         }
         (None, Some(_)) => {
             let at = t.key_at("replace").unwrap_or(t.at);
-            cx.error(at, &t.key_path("path_regex"), "`replace` needs `path_regex`: the pattern whose match it replaces");
+            cx.error(
+                at,
+                &t.key_path("path_regex"),
+                "`replace` needs `path_regex`: the pattern whose match it replaces",
+            );
             None
         }
     };
@@ -433,7 +468,12 @@ pub(super) fn header_ops(cx: &mut Cx, path: &str, v: &Value) -> R<HeaderOps> {
     t.check_keys(cx, OPS_KEYS);
     let pairs = |cx: &mut Cx, p: &str, v: &Value| -> R<Vec<(String, String)>> {
         let DeValue::Table(map) = v.get_ref() else {
-            return Err(wrong_type(cx, p, v, "a table of header = value, e.g. { \"X-Frame-Options\" = \"DENY\" }"));
+            return Err(wrong_type(
+                cx,
+                p,
+                v,
+                "a table of header = value, e.g. { \"X-Frame-Options\" = \"DENY\" }",
+            ));
         };
         let mut out = Vec::new();
         for (k, val) in map.iter() {
@@ -443,7 +483,9 @@ pub(super) fn header_ops(cx: &mut Cx, path: &str, v: &Value) -> R<HeaderOps> {
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            let Ok(value) = string(cx, &kp, val) else { continue };
+            let Ok(value) = string(cx, &kp, val) else {
+                continue;
+            };
             if !ok_name {
                 cx.error(k.span().start, &kp, format!("invalid header name {name:?}"));
                 continue;
@@ -453,7 +495,11 @@ pub(super) fn header_ops(cx: &mut Cx, path: &str, v: &Value) -> R<HeaderOps> {
                 continue;
             }
             if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                cx.error(val.span().start, &kp, "a header value cannot contain CR, LF or NUL");
+                cx.error(
+                    val.span().start,
+                    &kp,
+                    "a header value cannot contain CR, LF or NUL",
+                );
                 continue;
             }
             out.push((name.to_string(), value.to_string()));
@@ -467,7 +513,11 @@ pub(super) fn header_ops(cx: &mut Cx, path: &str, v: &Value) -> R<HeaderOps> {
             one_or_many(cx, p, v, |cx, p, v| {
                 let s = string(cx, p, v)?;
                 if is_framing(s) {
-                    return Err(cx.error(v.span().start, p, format!("`{s}` is managed by tandem and cannot be removed")));
+                    return Err(cx.error(
+                        v.span().start,
+                        p,
+                        format!("`{s}` is managed by tandem and cannot be removed"),
+                    ));
                 }
                 Ok(s.to_ascii_lowercase())
             })
@@ -515,6 +565,11 @@ pub(super) fn size(cx: &mut Cx, path: &str, v: &Value) -> R<u64> {
                 None => Err(cx.error(v.span().start, path, format!("invalid size {s:?}: write a number of bytes or one with a unit, e.g. \"10MiB\", \"64KiB\""))),
             }
         }
-        _ => Err(wrong_type(cx, path, v, "a size such as \"10MiB\" or a number of bytes")),
+        _ => Err(wrong_type(
+            cx,
+            path,
+            v,
+            "a size such as \"10MiB\" or a number of bytes",
+        )),
     }
 }

@@ -18,12 +18,13 @@ use tokio::time::Instant;
 use super::copy::{copy_body, CopyError};
 use super::head::{
     itoa_u64, rewrite_request_with, rewrite_response_with, BodyLen, CookieOut, HeadError, Peer,
-    RequestInfo,
+    PoolOpts, RequestInfo, Rules,
 };
 use super::io::{read_into, read_now, write_all, write_all2, Buf, Limit};
 use super::pool::BackendPool;
 use crate::connect::connect;
 use crate::h2::H2Service;
+use crate::route::Target;
 use crate::slot::{Acquired, Balancer, Slot};
 
 /// Buffer for backend responses and bodies: starts small, grows for bulk bodies; its maximum
@@ -37,7 +38,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const GONE: &str = "backend went down before it answered\n";
 
 pub(crate) struct H1Service {
+    /// The service's default pool (balancers[0]): its counters are the service's.
     balancer: Arc<Balancer>,
+    /// One per pool the service can send to, indexed like the router's pools.
+    balancers: Vec<Arc<Balancer>>,
+    router: Option<crate::route::Router>,
+    pool_opts: Vec<PoolOpts>,
+    max_body: Option<u64>,
     pool: BackendPool,
     timeouts: Timeouts,
     max_header_size: usize,
@@ -161,19 +168,41 @@ enum Failure {
 }
 
 impl H1Service {
-    pub(crate) fn new(cfg: &Service, balancer: Arc<Balancer>, h2: Arc<H2Service>) -> Self {
-        let pool = &balancer.pool;
-        let addrs = pool
-            .backends
+    /// `balancers[0]` serves the service's `pool`; the others the pools its routes name, in
+    /// the router's order (see [`crate::route::Router::pools`]).
+    pub(crate) fn new(
+        cfg: &Service,
+        balancers: Vec<Arc<Balancer>>,
+        router: Option<crate::route::Router>,
+        h2: Arc<H2Service>,
+    ) -> Self {
+        let addrs = balancers.iter().flat_map(|b| {
+            b.pool
+                .backends
+                .iter()
+                .map(|x| x.address)
+                .chain(b.pool.sorry.as_ref().map(|s| s.address))
+                .collect::<Vec<_>>()
+        });
+        let pool_opts = balancers
             .iter()
-            .map(|b| b.address)
-            .chain(pool.sorry.as_ref().map(|s| s.address));
+            .map(|b| PoolOpts {
+                host: b.pool.host.clone(),
+                close: !b.pool.keepalive,
+            })
+            .collect();
         H1Service {
             pool: BackendPool::new(addrs),
-            measure_latency: pool.scheduler == SchedulerKind::Ewma,
+            measure_latency: balancers
+                .iter()
+                .any(|b| b.pool.scheduler == SchedulerKind::Ewma),
             timeouts: cfg.timeouts.clone(),
             max_header_size: cfg.max_header_size,
-            balancer,
+            balancer: Arc::clone(&balancers[0]),
+            balancers,
+            router,
+            pool_opts,
+            max_body: cfg.max_request_body,
             h2,
             spare: Spare::default(),
         }
@@ -327,8 +356,20 @@ impl H1Service {
     async fn parse_request(&self, c: &mut Conn) -> Option<Option<RequestInfo>> {
         let client = &c.client;
         let mut local = || client.local_addr().ok();
-        let spec = self.persist_spec();
-        match rewrite_request_with(c.cbuf.filled(), &c.peer, &mut local, &mut c.req_head, spec) {
+        let rules = Rules {
+            persist: self.persist_spec(),
+            router: self.router.as_ref(),
+            pools: &self.pool_opts,
+            client: Some(c.peer_ip),
+            max_body: self.max_body,
+        };
+        match rewrite_request_with(
+            c.cbuf.filled(),
+            &c.peer,
+            &mut local,
+            &mut c.req_head,
+            &rules,
+        ) {
             Ok(Some(info)) => {
                 c.cbuf.consume(info.head_len);
                 Some(Some(info))
@@ -348,6 +389,7 @@ impl H1Service {
             Err(e) => {
                 let (status, msg) = match e {
                     HeadError::TooLarge => (431, "request header fields too large\n"),
+                    HeadError::BodyTooLarge => (413, "request body too large\n"),
                     HeadError::Method(_) => (405, "method not allowed\n"),
                     HeadError::Bad(_) => (400, "bad request\n"),
                 };
@@ -370,11 +412,21 @@ impl H1Service {
         // A local answer leaves an unread request body behind: then the connection must close.
         let close_after_local = !info.keep_alive || info.body != BodyLen::None;
         let replayable = info.body == BodyLen::None && info.idempotent;
-        let pool = &self.balancer.pool;
+        let balancer = match info.target {
+            Target::Balancer(i) => match self.balancers.get(i) {
+                Some(b) => b,
+                None => &self.balancer,
+            },
+            Target::Local(route) => {
+                self.answer(c, route, close_after_local).await;
+                return next_after_local(close_after_local);
+            }
+        };
+        let pool = &balancer.pool;
         let mut avoid = Avoid::default();
         let mut replays = 0;
         let mut last = (502, "no backend accepted the connection\n");
-        let persist = self.balancer.persist.as_deref();
+        let persist = balancer.persist.as_deref();
         let now = std::time::Instant::now();
         let client_ip = c.peer_ip;
         let pinned = persist.map_or(Pinned::None, |p| {
@@ -387,7 +439,7 @@ impl H1Service {
         // The request head as rewritten, before a url_param token line is added per backend.
         let head_len = c.req_head.len();
         'backends: loop {
-            let slot = match self.balancer.acquire_pinned(&key, &avoid, pinned).await {
+            let slot = match balancer.acquire_pinned(&key, &avoid, pinned).await {
                 Acquired::Slot(s) => s,
                 Acquired::PinnedDown => {
                     self.local(
@@ -442,7 +494,7 @@ impl H1Service {
                     },
                 };
                 match self
-                    .exchange(c, &info, &slot, backend, reused, cookie)
+                    .exchange(c, &info, balancer, &slot, (backend, reused), cookie)
                     .await
                 {
                     Ok(next) => return next,
@@ -452,7 +504,7 @@ impl H1Service {
                         if replays < pool.retries.max && !avoid.is_full() && pool.budget.try_spend()
                         {
                             replays += 1;
-                            self.balancer.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            balancer.stats.retries.fetch_add(1, Ordering::Relaxed);
                             continue 'backends;
                         }
                         break 'backends;
@@ -474,11 +526,26 @@ impl H1Service {
         &self,
         c: &mut Conn,
         info: &RequestInfo,
+        balancer: &Balancer,
         slot: &Slot,
-        mut backend: TcpStream,
-        reused: bool,
+        (mut backend, reused): (TcpStream, bool),
         cookie: Option<CookieOut<'_>>,
     ) -> Result<Next, Failure> {
+        let ops = [
+            self.router
+                .as_ref()
+                .map(|r| &r.response_headers)
+                .filter(|o| !o.is_empty()),
+            self.router
+                .as_ref()
+                .zip(info.route)
+                .and_then(|(r, i)| r.route_response_headers(i)),
+        ];
+        let ops: &[Option<&tandem_config::HeaderOps>] = if ops.iter().any(Option::is_some) {
+            &ops
+        } else {
+            &[]
+        };
         let stats = &slot.backend().stats;
         let idle = Limit::For(self.timeouts.idle);
         let started = self.measure_latency.then(std::time::Instant::now);
@@ -551,6 +618,7 @@ impl H1Service {
                     info.keep_alive && !body_incomplete,
                     &mut c.resp_head,
                     cookie,
+                    ops,
                 ) {
                     Ok(Some((r, _))) if (100..200).contains(&r.status) && r.status != 101 => {
                         c.bbuf.consume(r.head_len);
@@ -617,17 +685,17 @@ impl H1Service {
             slot.backend()
                 .record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
         }
-        if let Some(length) = self.balancer.pool.response_status(
-            slot.backend().id,
-            resp.status,
-            std::time::Instant::now(),
-        ) {
+        if let Some(length) =
+            balancer
+                .pool
+                .response_status(slot.backend().id, resp.status, std::time::Instant::now())
+        {
             tracing::warn!(
-                pool = %self.balancer.pool.name,
+                pool = %balancer.pool.name,
                 backend = %slot.backend().address,
                 seconds = length.as_secs(),
                 "backend ejected: {} responses in a row were 5xx",
-                self.balancer.pool.outlier.consecutive_5xx
+                balancer.pool.outlier.consecutive_5xx
             );
         }
         c.bbuf.consume(resp.head_len);
@@ -745,6 +813,55 @@ fn reason(status: u16) -> &'static str {
 }
 
 impl H1Service {
+    /// A route's own answer: a redirect (its Location was expanded into `c.req_head` by the
+    /// head rewriter) or a fixed response.
+    async fn answer(&self, c: &Conn, route: usize, close: bool) {
+        let Some(action) = self.router.as_ref().and_then(|r| r.action(route)) else {
+            return;
+        };
+        let mut head = Vec::with_capacity(256);
+        let (status, body, content_type): (u16, &[u8], &str) = match action {
+            tandem_config::RouteAction::Redirect { status, .. } => {
+                (*status, b"", "text/plain; charset=utf-8")
+            }
+            tandem_config::RouteAction::Respond {
+                status,
+                body,
+                content_type,
+            } => (*status, body.as_bytes(), content_type.as_str()),
+            tandem_config::RouteAction::Pool(_) => return,
+        };
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(itoa_u64(u64::from(status), &mut [0; 20]));
+        head.push(b' ');
+        head.extend_from_slice(reason(status).as_bytes());
+        head.extend_from_slice(b"\r\n");
+        if let tandem_config::RouteAction::Redirect { .. } = action {
+            head.extend_from_slice(b"Location: ");
+            head.extend_from_slice(&c.req_head);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"Content-Type: ");
+        head.extend_from_slice(content_type.as_bytes());
+        head.extend_from_slice(b"\r\nContent-Length: ");
+        head.extend_from_slice(itoa_u64(body.len() as u64, &mut [0; 20]));
+        head.extend_from_slice(b"\r\n");
+        if let Some(r) = &self.router {
+            crate::route::push_ops(
+                &mut head,
+                &[
+                    Some(&r.response_headers).filter(|o| !o.is_empty()),
+                    r.route_response_headers(route),
+                ],
+            );
+        }
+        if close {
+            head.extend_from_slice(b"Connection: close\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let _ = write_all2(&c.client, &head, body, Limit::For(Duration::from_secs(5))).await;
+    }
+
     /// A short plain-text answer of tandem's own, counted in the service's stats (503s are
     /// counted where the balancer turns the request away).
     async fn local(

@@ -29,6 +29,8 @@ pub(crate) enum HeadError {
     Bad(&'static str),
     #[error("method not allowed: {0}")]
     Method(&'static str),
+    #[error("request body larger than max_request_body")]
+    BodyTooLarge,
 }
 
 /// What the proxy needs to know about a request after its head was rewritten.
@@ -49,6 +51,9 @@ pub(crate) struct RequestInfo {
     pub(crate) persist_token: Option<crate::persist::Token>,
     /// The hash of the persistence header (header persistence), if present.
     pub(crate) persist_hash: Option<u64>,
+    /// Where routing sends it, and the route that matched (for its response headers).
+    pub(crate) target: crate::route::Target,
+    pub(crate) route: Option<usize>,
 }
 
 /// What a response needs from persistence (see [`rewrite_response_with`]).
@@ -319,18 +324,43 @@ pub(crate) fn rewrite_request(
     local: &mut dyn FnMut() -> Option<SocketAddr>,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestInfo>, HeadError> {
-    rewrite_request_with(buf, peer, local, out, None)
+    rewrite_request_with(buf, peer, local, out, &Rules::default())
+}
+
+/// Per-pool request settings routing needs (by balancer index).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PoolOpts {
+    /// `host`: the Host header sent instead of the client's.
+    pub(crate) host: Option<String>,
+    /// `keepalive = false`: ask the backend to close after this request.
+    pub(crate) close: bool,
+}
+
+/// What a service applies to each request head beyond forwarding it.
+#[derive(Default)]
+pub(crate) struct Rules<'a> {
+    pub(crate) persist: Option<crate::persist::Spec<'a>>,
+    pub(crate) router: Option<&'a crate::route::Router>,
+    /// Indexed like the router's balancers; empty: defaults for every pool.
+    pub(crate) pools: &'a [PoolOpts],
+    pub(crate) client: Option<std::net::IpAddr>,
+    /// `max_request_body`.
+    pub(crate) max_body: Option<u64>,
 }
 
 /// [`rewrite_request`], also finding what `persist` looks for (and, in cookie prefix mode,
 /// stripping the prefix from the cookie the backend sees).
+///
+/// With a router: a request routed to a local answer (redirect, respond) gets `target`
+/// `Local(route)` and, for a redirect, the expanded Location in `out` instead of a head.
 pub(crate) fn rewrite_request_with(
     buf: &[u8],
     peer: &Peer,
     local: &mut dyn FnMut() -> Option<SocketAddr>,
     out: &mut Vec<u8>,
-    persist: Option<crate::persist::Spec<'_>>,
+    rules: &Rules<'_>,
 ) -> Result<Option<RequestInfo>, HeadError> {
+    let persist = rules.persist;
     // Room is left for the lines we add (Host, forwarding, framing, upgrade), so the head we
     // send never exceeds what we (and backends) accept.
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS - ADDED_HEADERS];
@@ -401,13 +431,92 @@ pub(crate) fn rewrite_request_with(
     let upgrade = minor == 1 && conn.upgrade && upgrade_value.is_some();
     let keep_alive = !conn.close && (minor == 1 || conn.keep_alive);
     let host = authority.map_or(host_value, str::as_bytes);
+    if let (Some(max), BodyLen::Length(n)) = (rules.max_body, body) {
+        if n > max {
+            return Err(HeadError::BodyTooLarge);
+        }
+    }
+
+    // Routing: the first matching route decides the pool (or a local answer), the rewrite and
+    // the route's header operations.
+    let (path_only, query) = match path.find('?') {
+        Some(q) => (&path.as_bytes()[..q], &path.as_bytes()[q + 1..]),
+        None => (path.as_bytes(), &b""[..]),
+    };
+    let host_name = crate::route::strip_port(host);
+    let decision = rules.router.map(|r| {
+        r.decide(&crate::route::RequestView {
+            method,
+            path: path_only,
+            query,
+            host: host_name,
+            headers: &crate::route::Parsed(req.headers),
+            client: rules
+                .client
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        })
+    });
+    let target = decision
+        .as_ref()
+        .map_or(crate::route::Target::Balancer(0), |d| d.target);
+    let info = |persist_token, persist_hash| RequestInfo {
+        head_len,
+        minor,
+        body,
+        keep_alive,
+        upgrade,
+        expect_continue,
+        is_head: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        ),
+        persist_token,
+        persist_hash,
+        target,
+        route: decision.as_ref().and_then(|d| d.route),
+    };
+    if let crate::route::Target::Local(i) = target {
+        out.clear();
+        if let (Some(r), true) = (rules.router, true) {
+            if let Some(tandem_config::RouteAction::Redirect { location, .. }) = r.action(i) {
+                out.extend_from_slice(&crate::route::expand(location, host_name, path_only, query));
+            }
+        }
+        return Ok(Some(info(None, None)));
+    }
+    let pool_opts = match target {
+        crate::route::Target::Balancer(b) => rules.pools.get(b),
+        crate::route::Target::Local(_) => None,
+    };
+    let svc_ops = rules
+        .router
+        .map(|r| &r.request_headers)
+        .filter(|o| !o.is_empty());
+    let route_ops = decision.as_ref().and_then(|d| d.route_request_headers);
+    let ops = [svc_ops, route_ops];
+    let rewritten_path = decision
+        .as_ref()
+        .and_then(|d| d.rewrite)
+        .and_then(|rw| crate::route::rewrite_path(rw, path_only));
 
     out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
+    match &rewritten_path {
+        Some(p) => {
+            out.extend_from_slice(p);
+            if !query.is_empty() {
+                out.push(b'?');
+                out.extend_from_slice(query);
+            }
+        }
+        None => out.extend_from_slice(path.as_bytes()),
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if authority.is_some() || hosts == 1 {
+    if let Some(h) = pool_opts.and_then(|o| o.host.as_deref()) {
+        push_header(out, b"Host", h.as_bytes());
+    } else if authority.is_some() || hosts == 1 {
         push_header(out, b"Host", host);
     } else {
         // An HTTP/1.0 request without Host goes out as HTTP/1.1, which requires one: name the
@@ -459,7 +568,8 @@ pub(crate) fn rewrite_request_with(
                     | Kind::Via
             )
             || (kind == Kind::Expect && expect_continue)
-            || conn.names(h.name);
+            || conn.names(h.name)
+            || (rules.router.is_some() && crate::route::removed(h.name, &ops));
         if !skip {
             push_header(out, h.name.as_bytes(), h.value);
         }
@@ -503,23 +613,13 @@ pub(crate) fn rewrite_request_with(
         b"1.1 tandem"
     };
     push_merged(out, b"Via", via.as_slice(), &[via_ours]);
+    crate::route::push_ops(out, &ops);
+    if pool_opts.is_some_and(|o| o.close) && !upgrade {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
     out.extend_from_slice(b"\r\n");
 
-    Ok(Some(RequestInfo {
-        head_len,
-        minor,
-        body,
-        keep_alive,
-        upgrade,
-        expect_continue,
-        is_head: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-        ),
-        persist_token,
-        persist_hash,
-    }))
+    Ok(Some(info(persist_token, persist_hash)))
 }
 
 /// Split an absolute-form target into (origin-form path, authority).
@@ -556,7 +656,7 @@ pub(crate) fn rewrite_response(
     client_keep_alive: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<(ResponseInfo, bool)>, HeadError> {
-    rewrite_response_with(buf, req, client_keep_alive, out, None)
+    rewrite_response_with(buf, req, client_keep_alive, out, None, &[])
 }
 
 /// [`rewrite_response`] with persistence's cookie work (see [`CookieOut`]).
@@ -566,6 +666,7 @@ pub(crate) fn rewrite_response_with(
     client_keep_alive: bool,
     out: &mut Vec<u8>,
     cookie: Option<CookieOut<'_>>,
+    ops: &[Option<&tandem_config::HeaderOps>],
 ) -> Result<Option<(ResponseInfo, bool)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -646,6 +747,7 @@ pub(crate) fn rewrite_response_with(
             || kind == Kind::Via
             || kind == Kind::ContentLength
             || conn.names(h.name)
+            || (!ops.is_empty() && crate::route::removed(h.name, ops))
         {
             continue;
         }
@@ -672,6 +774,7 @@ pub(crate) fn rewrite_response_with(
     {
         out.extend_from_slice(line);
     }
+    crate::route::push_ops(out, ops);
     match body {
         BodyLen::Length(n) => push_length(out, n),
         BodyLen::Chunked if !dechunk => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
