@@ -214,9 +214,19 @@ pub struct Service {
     /// `max_connections`: client connections held open at once; beyond, new ones wait in the
     /// kernel's accept queue. Default none.
     pub max_connections: Option<u32>,
+    /// `buffer_requests` (http): read a request body (with Content-Length, up to
+    /// `max_request_body` or [`Service::DEFAULT_REQUEST_BUFFER`]) before taking a backend, so a
+    /// slow upload does not hold a backend connection. Default false.
+    pub buffer_requests: bool,
+    /// `buffer_responses` (http): read a response body (with Content-Length) up to this size
+    /// from the backend before sending it, releasing the backend before a slow client has read
+    /// it. Default none.
+    pub buffer_responses: Option<u64>,
 }
 
 impl Service {
+    /// How much of a request body `buffer_requests` reads when `max_request_body` is unset.
+    pub const DEFAULT_REQUEST_BUFFER: u64 = 1 << 20;
     /// `max_header_size` when the key is absent.
     pub const DEFAULT_MAX_HEADER_SIZE: usize = 16384;
     /// Accepted `max_header_size` values, inclusive: below 1 KiB ordinary browsers fail, above

@@ -424,8 +424,12 @@ const SERVICE_KEYS: &[&str] = &[
     "response_headers",
     "max_request_body",
     "max_connections",
+    "buffer_requests",
+    "buffer_responses",
 ];
 const SERVICE_HTTP_ONLY: &[&str] = &[
+    "buffer_requests",
+    "buffer_responses",
     "header_timeout",
     "response_timeout",
     "max_header_size",
@@ -1027,6 +1031,13 @@ fn services(
             .ok()
             .flatten()
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        let buffer_requests =
+            http_key("buffer_requests") && or(t.opt(cx, "buffer_requests", boolean), false);
+        let buffer_responses = if http_key("buffer_responses") {
+            t.opt(cx, "buffer_responses", route::size).ok().flatten()
+        } else {
+            None
+        };
         out.push(Service {
             name: svc_name.unwrap_or_default(),
             listen: listen.unwrap_or(PLACEHOLDER_ADDR),
@@ -1040,6 +1051,8 @@ fn services(
             response_headers,
             max_request_body,
             max_connections,
+            buffer_requests,
+            buffer_responses,
         });
     }
     out

@@ -178,6 +178,8 @@ idle_timeout = "1h"
                 response_headers: HeaderOps::default(),
                 max_request_body: None,
                 max_connections: None,
+                buffer_requests: false,
+                buffer_responses: None,
             },
             Service {
                 name: "pg".into(),
@@ -198,6 +200,8 @@ idle_timeout = "1h"
                 response_headers: HeaderOps::default(),
                 max_request_body: None,
                 max_connections: None,
+                buffer_requests: false,
+                buffer_responses: None,
             },
         ],
     };
@@ -272,6 +276,8 @@ pool = "p"
             response_headers: HeaderOps::default(),
             max_request_body: None,
             max_connections: None,
+            buffer_requests: false,
+            buffer_responses: None,
         }],
     };
     let got = parse(src);

@@ -45,6 +45,10 @@ pub(crate) struct H1Service {
     router: Option<crate::route::Router>,
     pool_opts: Vec<PoolOpts>,
     max_body: Option<u64>,
+    /// `buffer_requests`: bodies up to this size are read before a backend is taken.
+    request_buffer: Option<u64>,
+    /// `buffer_responses`: bodies up to this size are read before they are sent.
+    response_buffer: Option<u64>,
     pool: BackendPool,
     timeouts: Timeouts,
     max_header_size: usize,
@@ -107,6 +111,10 @@ struct Conn {
     bbuf: Buf,
     req_head: Vec<u8>,
     resp_head: Vec<u8>,
+    /// A request body read in full before a backend was taken (`buffer_requests`).
+    req_body: Option<Vec<u8>>,
+    /// A response body read in full before it is sent (`buffer_responses`).
+    resp_body: Vec<u8>,
 }
 
 /// What persistence adds for backend index `id`: the cookie work on the response, and in
@@ -149,6 +157,11 @@ fn persist_out<'p>(
 enum Next {
     KeepAlive,
     Close,
+    /// The whole response is in `resp_head` + `resp_body` and the backend is released: send
+    /// it, then keep the connection alive or not.
+    Buffered {
+        keep_alive: bool,
+    },
     /// The connection switched protocols; the tunnel is done.
     Upgraded,
 }
@@ -203,6 +216,11 @@ impl H1Service {
             router,
             pool_opts,
             max_body: cfg.max_request_body,
+            request_buffer: cfg.buffer_requests.then(|| {
+                cfg.max_request_body
+                    .unwrap_or(Service::DEFAULT_REQUEST_BUFFER)
+            }),
+            response_buffer: cfg.buffer_responses,
             h2,
             spare: Spare::default(),
         }
@@ -227,6 +245,8 @@ impl H1Service {
             bbuf: b.bbuf,
             req_head: b.req_head,
             resp_head: b.resp_head,
+            req_body: None,
+            resp_body: Vec::new(),
         };
         let handoff = self.serve_requests(&mut c, &mut shutdown).await;
         let Conn {
@@ -422,6 +442,15 @@ impl H1Service {
                 return next_after_local(close_after_local);
             }
         };
+        c.req_body = None;
+        if let (Some(limit), BodyLen::Length(n)) = (self.request_buffer, info.body) {
+            if n <= limit && !info.expect_continue {
+                match self.read_request_body(c, n).await {
+                    Some(body) => c.req_body = Some(body),
+                    None => return Next::Close,
+                }
+            }
+        }
         let pool = &balancer.pool;
         let mut avoid = Avoid::default();
         let mut replays = 0;
@@ -497,6 +526,23 @@ impl H1Service {
                     .exchange(c, &info, balancer, &slot, (backend, reused), cookie)
                     .await
                 {
+                    Ok(Next::Buffered { keep_alive }) => {
+                        // The backend is done: release its slot before a slow client reads.
+                        drop(slot);
+                        let idle = Limit::For(self.timeouts.idle);
+                        if write_all2(&c.client, &c.resp_head, &c.resp_body, idle)
+                            .await
+                            .is_err()
+                        {
+                            return Next::Close;
+                        }
+                        c.resp_body.clear();
+                        return if keep_alive {
+                            Next::KeepAlive
+                        } else {
+                            Next::Close
+                        };
+                    }
                     Ok(next) => return next,
                     Err(Failure::Stale) => continue,
                     Err(Failure::NoResponse(status, msg)) if replayable => {
@@ -560,16 +606,27 @@ impl H1Service {
         // connections afterwards, since the rest of the body was never read.
         let replayable = info.body == BodyLen::None && info.idempotent;
         let mut body_incomplete = false;
-        let upload = copy_body(
-            &mut c.client,
-            &mut c.cbuf,
-            &backend,
-            info.body,
-            false,
-            &c.req_head,
-            idle,
-        );
-        let sent = if info.body == BodyLen::None {
+        let upload = async {
+            match &c.req_body {
+                Some(body) => write_all2(&backend, &c.req_head, body, idle)
+                    .await
+                    .map(|()| body.len() as u64)
+                    .map_err(CopyError::Write),
+                None => {
+                    copy_body(
+                        &mut c.client,
+                        &mut c.cbuf,
+                        &backend,
+                        info.body,
+                        false,
+                        &c.req_head,
+                        idle,
+                    )
+                    .await
+                }
+            }
+        };
+        let sent = if info.body == BodyLen::None || c.req_body.is_some() {
             upload.await
         } else {
             tokio::select! {
@@ -711,6 +768,22 @@ impl H1Service {
             return Ok(self.tunnel(c, backend, stats).await);
         }
         let dechunk = info.minor == 0 && resp.body == BodyLen::Chunked;
+        if let (Some(limit), BodyLen::Length(n), false) =
+            (self.response_buffer, resp.body, body_incomplete)
+        {
+            if n <= limit {
+                return self
+                    .buffer_response(
+                        c,
+                        slot,
+                        backend,
+                        n,
+                        resp.backend_keep_alive,
+                        client_keep_alive,
+                    )
+                    .await;
+            }
+        }
         match copy_body(
             &mut backend,
             &mut c.bbuf,
@@ -747,6 +820,69 @@ impl H1Service {
         } else {
             Next::Close
         })
+    }
+
+    /// `buffer_responses`: reads the whole body (`n` bytes) from the backend into
+    /// `c.resp_body` and gives the backend connection back, so the caller can release the
+    /// slot before writing to the client.
+    async fn buffer_response(
+        &self,
+        c: &mut Conn,
+        slot: &Slot,
+        mut backend: TcpStream,
+        n: u64,
+        backend_keep_alive: bool,
+        client_keep_alive: bool,
+    ) -> Result<Next, Failure> {
+        let stats = &slot.backend().stats;
+        let want = usize::try_from(n).map_err(|_| Failure::Abort)?;
+        c.resp_body.clear();
+        c.resp_body.reserve(want);
+        let idle = Limit::For(self.timeouts.idle);
+        loop {
+            let take = c.bbuf.len().min(want - c.resp_body.len());
+            c.resp_body.extend_from_slice(&c.bbuf.filled()[..take]);
+            c.bbuf.consume(take);
+            if c.resp_body.len() == want {
+                break;
+            }
+            match read_into(&mut backend, &mut c.bbuf, idle).await {
+                Ok(0) | Err(_) => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(backend = %slot.backend().address, "backend closed inside a buffered response body");
+                    // Nothing was sent to the client yet: it gets a clean error.
+                    return Err(Failure::Respond(502, "backend closed the connection\n"));
+                }
+                Ok(_) => {}
+            }
+        }
+        stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+        if backend_keep_alive && c.bbuf.is_empty() {
+            self.pool.checkin(slot.backend().address, backend);
+        }
+        Ok(Next::Buffered {
+            keep_alive: client_keep_alive,
+        })
+    }
+
+    /// `buffer_requests`: reads a request body of `n` bytes (part may be in `c.cbuf`) before
+    /// any backend is involved. `None` when the client went away or stalled (idle timeout).
+    async fn read_request_body(&self, c: &mut Conn, n: u64) -> Option<Vec<u8>> {
+        let want = usize::try_from(n).ok()?;
+        let mut body = Vec::with_capacity(want);
+        let idle = Limit::For(self.timeouts.idle);
+        loop {
+            let take = c.cbuf.len().min(want - body.len());
+            body.extend_from_slice(&c.cbuf.filled()[..take]);
+            c.cbuf.consume(take);
+            if body.len() == want {
+                return Some(body);
+            }
+            match read_into(&mut c.client, &mut c.cbuf, idle).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
     }
 
     /// After `101 Switching Protocols`: relay bytes both ways until either side closes.
