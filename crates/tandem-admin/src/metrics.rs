@@ -304,7 +304,7 @@ impl Collector for TopologyCollector {
             }
         }
 
-        let services: [(&str, &str, ServiceCounter); 5] = [
+        let services: [(&str, &str, ServiceCounter); 6] = [
             ("tandem_service_connections", "Client connections accepted.", |s| &s.connections),
             (
                 "tandem_service_rejected_requests",
@@ -320,6 +320,11 @@ impl Collector for TopologyCollector {
                 "tandem_service_backend_errors",
                 "Error answers tandem gave on a backend's behalf (HTTP 502 and 504).",
                 |s| &s.backend_errors,
+            ),
+            (
+                "tandem_service_tls_handshake_failures",
+                "TLS handshakes that failed or timed out (malformed TLS, no common parameters, a client that rejects the certificate).",
+                |s| &s.tls_failures,
             ),
             (
                 "tandem_service_retries",

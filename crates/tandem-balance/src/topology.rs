@@ -66,6 +66,9 @@ pub struct ServiceStats {
     /// Requests replayed on another backend after getting no response (connect failures,
     /// which are always retried, are not counted here).
     pub retries: AtomicU64,
+    /// TLS handshakes that failed or timed out (malformed TLS, no common cipher, a client
+    /// that does not trust the certificate and aborts).
+    pub tls_failures: AtomicU64,
 }
 
 /// All pools of a configuration, by name, and the counters of every service.

@@ -11,11 +11,13 @@ mod health;
 mod persistence;
 mod resilience;
 mod route;
+mod tls;
 mod vrrp;
 pub use health::*;
 pub use persistence::*;
 pub use resilience::*;
 pub use route::*;
+pub use tls::*;
 pub use vrrp::*;
 
 /// A whole configuration file, validated.
@@ -222,6 +224,8 @@ pub struct Service {
     /// from the backend before sending it, releasing the backend before a slow client has read
     /// it. Default none.
     pub buffer_responses: Option<u64>,
+    /// `tls` (http): terminate TLS on this listener.
+    pub tls: Option<Tls>,
 }
 
 impl Service {

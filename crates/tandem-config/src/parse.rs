@@ -26,6 +26,7 @@ use crate::{ConfigError, ConfigErrors};
 mod health;
 mod persistence;
 mod route;
+mod tls;
 mod vrrp;
 mod vrrp_ops;
 use health::health;
@@ -426,8 +427,12 @@ const SERVICE_KEYS: &[&str] = &[
     "max_connections",
     "buffer_requests",
     "buffer_responses",
+    "tls",
+    "https_redirect",
 ];
 const SERVICE_HTTP_ONLY: &[&str] = &[
+    "tls",
+    "https_redirect",
     "buffer_requests",
     "buffer_responses",
     "header_timeout",
@@ -1031,6 +1036,19 @@ fn services(
             .ok()
             .flatten()
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        let tls = if http_key("tls") {
+            t.opt(cx, "tls", tls::tls).ok().flatten()
+        } else {
+            None
+        };
+        let mut routes = routes;
+        if http_key("https_redirect") && or(t.opt(cx, "https_redirect", boolean), false) {
+            if let (Some(_), Some(at)) = (&tls, t.key_at("https_redirect")) {
+                cx.error(at, &t.key_path("https_redirect"), "`https_redirect` sends plain-HTTP clients to HTTPS; this service already is HTTPS (it has `tls`)");
+            }
+            // Before every other route: nothing is served over plain HTTP.
+            routes.insert(0, tls::https_redirect_route());
+        }
         let buffer_requests =
             http_key("buffer_requests") && or(t.opt(cx, "buffer_requests", boolean), false);
         let buffer_responses = if http_key("buffer_responses") {
@@ -1053,6 +1071,7 @@ fn services(
             max_connections,
             buffer_requests,
             buffer_responses,
+            tls,
         });
     }
     out

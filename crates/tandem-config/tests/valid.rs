@@ -180,6 +180,7 @@ idle_timeout = "1h"
                 max_connections: None,
                 buffer_requests: false,
                 buffer_responses: None,
+                tls: None,
             },
             Service {
                 name: "pg".into(),
@@ -202,6 +203,7 @@ idle_timeout = "1h"
                 max_connections: None,
                 buffer_requests: false,
                 buffer_responses: None,
+                tls: None,
             },
         ],
     };
@@ -278,6 +280,7 @@ pool = "p"
             max_connections: None,
             buffer_requests: false,
             buffer_responses: None,
+            tls: None,
         }],
     };
     let got = parse(src);

@@ -30,6 +30,8 @@ pub enum DataplaneError {
     UnknownPool { service: String, pool: String },
     #[error("cannot start worker thread: {0}")]
     Thread(io::Error),
+    #[error("service `{service}`: {error}")]
+    Tls { service: String, error: String },
 }
 
 /// A service whose listening sockets are bound (one per worker), not yet accepting.
@@ -110,12 +112,53 @@ impl Drop for ConnectionGuard {
 enum Handler {
     Http(Arc<H1Service>),
     Tcp(Arc<TcpService>),
+    /// HTTP over TLS: the handshake, then hyper (HTTP/1.1 or HTTP/2 by ALPN).
+    Tls(Arc<TlsHandler>),
+}
+
+struct TlsHandler {
+    acceptor: tokio_rustls::TlsAcceptor,
+    svc: Arc<H2Service>,
+    handshake_timeout: Duration,
+    stats: Arc<ServiceStats>,
+}
+
+impl TlsHandler {
+    async fn serve(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let accepted =
+            tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await;
+        let tls = match accepted {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                self.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Arc::clone(&self.svc)
+            .serve_tls(tls, h2, peer, shutdown)
+            .await;
+    }
 }
 
 /// The running data plane.
 pub struct Dataplane {
     threads: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
+    /// Certificate reloading (services with `tls`).
+    reloader: Option<(JoinHandle<()>, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl Dataplane {
@@ -129,6 +172,7 @@ impl Dataplane {
         // Balancers are shared by all workers: the `max_connections` queue must see slots
         // released on any thread.
         let mut plans = Vec::with_capacity(bound.len());
+        let mut all_certs = Vec::new();
         for b in bound {
             let pool = topology
                 .pool(&b.cfg.pool)
@@ -174,14 +218,37 @@ impl Dataplane {
                 .cfg
                 .max_connections
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)));
-            plans.push((b.cfg, balancers, limit, b.sockets));
+            let tls = match &b.cfg.tls {
+                Some(t) => {
+                    let certs =
+                        crate::tls::Certificates::load(t).map_err(|e| DataplaneError::Tls {
+                            service: b.cfg.name.clone(),
+                            error: e,
+                        })?;
+                    let config = crate::tls::server_config(t, &certs);
+                    all_certs.push(certs);
+                    Some(config)
+                }
+                None => None,
+            };
+            plans.push((b.cfg, balancers, limit, tls, b.sockets));
         }
         let mut per_worker: Vec<Vec<WorkerService>> = (0..workers).map(|_| Vec::new()).collect();
-        for (cfg, balancers, limit, sockets) in plans {
+        for (cfg, balancers, limit, tls, sockets) in plans {
             for (w, s) in sockets.into_iter().enumerate() {
-                per_worker[w].push((cfg.clone(), balancers.clone(), limit.clone(), s));
+                per_worker[w].push((
+                    cfg.clone(),
+                    balancers.clone(),
+                    limit.clone(),
+                    tls.clone(),
+                    s,
+                ));
             }
         }
+        let stop_reload = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reloader = crate::tls::spawn_reloader(all_certs, Arc::clone(&stop_reload))
+            .map_err(DataplaneError::Thread)?
+            .map(|t| (t, stop_reload));
         let (tx, rx) = watch::channel(false);
         let mut threads = Vec::with_capacity(workers);
         for (i, services) in per_worker.into_iter().enumerate() {
@@ -195,6 +262,7 @@ impl Dataplane {
         Ok(Dataplane {
             threads,
             shutdown: tx,
+            reloader,
         })
     }
 
@@ -203,6 +271,10 @@ impl Dataplane {
     pub fn stop(self) {
         let _ = self.shutdown.send(true);
         for t in self.threads {
+            let _ = t.join();
+        }
+        if let Some((t, stop)) = self.reloader {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = t.join();
         }
     }
@@ -227,7 +299,7 @@ fn run_worker(
         tokio::spawn(timer_floor());
         let open = Arc::new(OpenConnections::default());
         let mut accept_loops = Vec::new();
-        for (cfg, balancers, limit, socket) in services {
+        for (cfg, balancers, limit, tls, socket) in services {
             let balancer = Arc::clone(&balancers[0]);
             let listener = match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => l,
@@ -250,7 +322,17 @@ fn run_worker(
                         })
                     };
                     let h2 = Arc::new(H2Service::new(&cfg, balancers.clone(), router()));
-                    Handler::Http(Arc::new(H1Service::new(&cfg, balancers, router(), h2)))
+                    match tls {
+                        Some(config) => Handler::Tls(Arc::new(TlsHandler {
+                            acceptor: tokio_rustls::TlsAcceptor::from(config),
+                            svc: h2,
+                            handshake_timeout: cfg.timeouts.header,
+                            stats: Arc::clone(&stats),
+                        })),
+                        None => {
+                            Handler::Http(Arc::new(H1Service::new(&cfg, balancers, router(), h2)))
+                        }
+                    }
                 }
                 Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(&cfg, balancer))),
             };
@@ -296,11 +378,13 @@ async fn timer_floor() {
     }
 }
 
-/// A worker's share of a service: its config, balancers, connection limit and socket.
+/// A worker's share of a service: its config, balancers, connection limit, TLS
+/// configuration and socket.
 type WorkerService = (
     Service,
     Vec<Arc<Balancer>>,
     Option<Arc<tokio::sync::Semaphore>>,
+    Option<Arc<rustls::ServerConfig>>,
     std::net::TcpListener,
 );
 
@@ -349,6 +433,15 @@ async fn accept_loop(
                 let sd = shutdown.clone();
                 tokio::spawn(async move {
                     svc.serve_connection(stream, peer, sd).await;
+                    drop(guard);
+                    drop(permit);
+                });
+            }
+            Handler::Tls(h) => {
+                let h = Arc::clone(h);
+                let sd = shutdown.clone();
+                tokio::spawn(async move {
+                    h.serve(stream, peer, sd).await;
                     drop(guard);
                     drop(permit);
                 });

@@ -32,7 +32,20 @@ use crate::headers;
 use crate::slot::{Acquired, Balancer, Slot};
 use crate::upstream::{Failed, UpstreamError, Upstreams};
 
+/// How a connection reached the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    /// Cleartext HTTP/2 with prior knowledge, handed over by the HTTP/1 engine.
+    H2c,
+    /// HTTP/2 over TLS (ALPN h2).
+    H2Tls,
+    /// HTTP/1.1 over TLS.
+    H1Tls,
+}
+
 pub(crate) struct H2Service {
+    /// `tls.hsts`: added to every response over TLS.
+    hsts: Option<HeaderValue>,
     /// The service's pool; `balancers` are every pool it routes to (index 0 is this one).
     balancer: Arc<Balancer>,
     balancers: Vec<Arc<Balancer>>,
@@ -66,6 +79,11 @@ impl H2Service {
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX));
         H2Service {
+            hsts: cfg
+                .tls
+                .as_ref()
+                .and_then(|t| t.hsts.as_deref())
+                .and_then(|h| HeaderValue::from_str(h).ok()),
             measure_latency: balancers
                 .iter()
                 .any(|b| b.pool.scheduler == SchedulerKind::Ewma),
@@ -85,25 +103,74 @@ impl H2Service {
         stream: TcpStream,
         prefix: Vec<u8>,
         peer: SocketAddr,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(Prefixed::new(
-            prefix,
-            ActivityIo::new(stream, Arc::clone(&activity)),
-        ));
+        let io = Prefixed::new(prefix, ActivityIo::new(stream, Arc::clone(&activity)));
+        self.serve_io(io, activity, peer, shutdown, Proto::H2c)
+            .await;
+    }
+
+    /// Serve a decrypted TLS connection: HTTP/2 if ALPN chose it, else HTTP/1.1 (hyper).
+    pub(crate) async fn serve_tls<I>(
+        self: Arc<Self>,
+        io: I,
+        h2: bool,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(Activity::default());
+        let io = ActivityIo::new(io, Arc::clone(&activity));
+        let proto = if h2 { Proto::H2Tls } else { Proto::H1Tls };
+        self.serve_io(io, activity, peer, shutdown, proto).await;
+    }
+
+    async fn serve_io<I>(
+        self: Arc<Self>,
+        io: I,
+        activity: Arc<Activity>,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+        proto: Proto,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
         let this = Arc::clone(&self);
         let act = Arc::clone(&activity);
+        let https = proto != Proto::H2c;
         let svc = service_fn(move |req| {
             let this = Arc::clone(&this);
             let inflight = act.begin();
             async move {
-                let resp = this.handle(req, peer).await;
+                let mut resp = this.handle(req, peer, https).await;
+                if let (true, Some(v)) = (https, &this.hsts) {
+                    resp.headers_mut()
+                        .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+                }
                 drop(inflight);
                 Ok::<_, Infallible>(resp)
             }
         });
+        if proto == Proto::H1Tls {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.timeouts.header)
+                .serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = activity.idle_expired(self.timeouts.idle) => {}
+                _ = crate::stopped(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            return;
+        }
         let conn = self.h2.serve_connection(io, svc);
         tokio::pin!(conn);
         tokio::select! {
@@ -116,7 +183,12 @@ impl H2Service {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        https: bool,
+    ) -> Response<ProxyBody> {
         let persist = self.balancer.persist.as_deref();
         let now = std::time::Instant::now();
         let (token, hash) = persist.map_or((None, None), |p| persist_in(p, &mut req));
@@ -127,7 +199,7 @@ impl H2Service {
             client: Some(peer.ip()),
             hash,
         };
-        let mut req = prepare_request(req, peer);
+        let mut req = prepare_request(req, peer, if https { "https" } else { "http" });
         let (balancer, route) = match self.route(&mut req, peer) {
             Ok(x) => x,
             Err(local) => return local,
@@ -434,7 +506,11 @@ impl Replay {
 
 /// Rewrite the request head for the backend: origin-form URI, HTTP/1.1, `Host` from the h2
 /// `:authority`, hop-by-hop headers removed, client identity added.
-fn prepare_request(req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming> {
+fn prepare_request(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    proto: &'static str,
+) -> Request<Incoming> {
     let received = req.version();
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -452,7 +528,7 @@ fn prepare_request(req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming
         parts.uri = Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"));
     }
     let host = parts.headers.get(header::HOST).cloned();
-    headers::add_forwarding(&mut parts.headers, peer, "http", host.as_ref(), received);
+    headers::add_forwarding(&mut parts.headers, peer, proto, host.as_ref(), received);
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, body)
 }

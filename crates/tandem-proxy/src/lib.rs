@@ -18,6 +18,7 @@ mod persist;
 mod route;
 mod slot;
 mod tcp;
+mod tls;
 mod upstream;
 
 pub use dataplane::{bind, BoundService, Dataplane, DataplaneError};
