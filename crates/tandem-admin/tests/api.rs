@@ -41,6 +41,8 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
         slow_start: None,
         host: None,
         keepalive: true,
+        tls: None,
+        protocol: tandem_config::BackendProtocol::Http1,
     }
 }
 

@@ -99,6 +99,9 @@ pub struct PoolRuntime {
     pub host: Option<String>,
     /// `keepalive`: backend connections are reused (http).
     pub keepalive: bool,
+    /// `tls` and `protocol` to the backends (http).
+    pub tls: Option<tandem_config::BackendTls>,
+    pub protocol: tandem_config::BackendProtocol,
     /// Replays of failed requests may not exceed a share of the request rate.
     pub budget: RetryBudget,
     /// Observed connect times, for the adaptive connect timeout.
@@ -149,6 +152,8 @@ impl PoolRuntime {
             slow_start: cfg.slow_start,
             host: cfg.host.clone(),
             keepalive: cfg.keepalive,
+            tls: cfg.tls.clone(),
+            protocol: cfg.protocol,
             budget: RetryBudget::new(cfg.retries.budget_percent, Retries::BUDGET_FLOOR_PER_SECOND),
             connect_timer: ConnectTimer::new(),
             backends,
@@ -497,6 +502,8 @@ mod tests {
             slow_start: None,
             host: None,
             keepalive: true,
+            tls: None,
+            protocol: tandem_config::BackendProtocol::Http1,
         };
         f(&mut cfg);
         PoolRuntime::new(&cfg)

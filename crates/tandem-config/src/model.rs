@@ -97,6 +97,28 @@ pub struct Pool {
     /// `keepalive` (http): default true; false closes each backend connection after one
     /// request, for application servers that need it (client keep-alive is unaffected).
     pub keepalive: bool,
+    /// `tls` (http): connect to the backends over TLS. Default none (cleartext).
+    pub tls: Option<BackendTls>,
+    /// `protocol` (http): `"http1"` (default) or `"h2"` to the backends.
+    pub protocol: BackendProtocol,
+}
+
+/// `[[pool]] tls = true` or `tls = { ca_file = "...", sni = "...", verify = true }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendTls {
+    /// `ca_file`: PEM roots to verify backends against; default the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `sni`: the name sent and verified; default the backend's IP address.
+    pub sni: Option<String>,
+    /// `verify`: default true. false accepts any certificate (lab backends with self-signed
+    /// certificates); the traffic is then encrypted but not authenticated.
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendProtocol {
+    Http1,
+    H2,
 }
 
 impl Pool {

@@ -399,6 +399,8 @@ const POOL_KEYS: &[&str] = &[
     "slow_start",
     "host",
     "keepalive",
+    "tls",
+    "protocol",
 ];
 const OUTLIER_KEYS: &[&str] = &[
     "consecutive_connect_failures",
@@ -674,6 +676,85 @@ fn pool(cx: &mut Cx, t: &Table, name: String) -> Pool {
             .ok()
             .flatten(),
         keepalive: or(t.opt(cx, "keepalive", boolean), true),
+        tls: t.opt(cx, "tls", backend_tls).ok().flatten(),
+        protocol: or(
+            t.opt(cx, "protocol", |cx, p, v| match string(cx, p, v)? {
+                "http1" => Ok(BackendProtocol::Http1),
+                "h2" => Ok(BackendProtocol::H2),
+                s => Err(cx.error(
+                    v.span().start,
+                    p,
+                    format!("unknown protocol `{s}`; write \"http1\" or \"h2\" (HTTP/2 to the backends, cleartext or over tls)"),
+                )),
+            }),
+            BackendProtocol::Http1,
+        ),
+    }
+}
+
+/// `tls = true` or `tls = { ca_file, sni, verify }` on a pool.
+fn backend_tls(cx: &mut Cx, path: &str, v: &Value) -> R<BackendTls> {
+    const KEYS: &[&str] = &["ca_file", "sni", "verify"];
+    match v.get_ref() {
+        DeValue::Boolean(true) => Ok(BackendTls {
+            verify: true,
+            ..BackendTls::default()
+        }),
+        DeValue::Boolean(false) => Err(cx.error(
+            v.span().start,
+            path,
+            "leave `tls` out for cleartext backends",
+        )),
+        DeValue::Table(_) => {
+            let mut t = table(cx, path, v, "the backend tls table")?;
+            t.check_keys(cx, KEYS);
+            let ca_file = t
+                .opt(cx, "ca_file", |cx, p, v| {
+                    let s = string(cx, p, v)?;
+                    let path = std::path::PathBuf::from(s);
+                    use rustls_pki_types::pem::PemObject;
+                    match rustls_pki_types::CertificateDer::pem_file_iter(&path) {
+                        Ok(it) => {
+                            let mut it = it;
+                            if it.next().is_some_and(|c| c.is_ok()) {
+                                Ok(path)
+                            } else {
+                                Err(cx.error(
+                                    v.span().start,
+                                    p,
+                                    format!("{s} has no PEM certificate"),
+                                ))
+                            }
+                        }
+                        Err(e) => Err(cx.error(v.span().start, p, format!("cannot read {s}: {e}"))),
+                    }
+                })
+                .ok()
+                .flatten();
+            let sni = t
+                .opt(cx, "sni", |cx, p, v| {
+                    let s = string(cx, p, v)?;
+                    rustls_pki_types::ServerName::try_from(s.to_string())
+                        .map(|_| s.to_string())
+                        .map_err(|_| {
+                            cx.error(v.span().start, p, format!("invalid server name {s:?}"))
+                        })
+                })
+                .ok()
+                .flatten();
+            let verify = or(t.opt(cx, "verify", boolean), true);
+            Ok(BackendTls {
+                ca_file,
+                sni,
+                verify,
+            })
+        }
+        _ => Err(wrong_type(
+            cx,
+            path,
+            v,
+            "true, or a table { ca_file = ..., sni = ..., verify = ... }",
+        )),
     }
 }
 

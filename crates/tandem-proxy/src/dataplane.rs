@@ -114,6 +114,9 @@ enum Handler {
     Tcp(Arc<TcpService>),
     /// HTTP over TLS: the handshake, then hyper (HTTP/1.1 or HTTP/2 by ALPN).
     Tls(Arc<TlsHandler>),
+    /// Cleartext HTTP served by hyper: for services whose pools need TLS or HTTP/2 to the
+    /// backends.
+    Hyper(Arc<H2Service>),
 }
 
 struct TlsHandler {
@@ -329,6 +332,13 @@ fn run_worker(
                             handshake_timeout: cfg.timeouts.header,
                             stats: Arc::clone(&stats),
                         })),
+                        None if balancers.iter().any(|b| {
+                            b.pool.tls.is_some()
+                                || b.pool.protocol != tandem_config::BackendProtocol::Http1
+                        }) =>
+                        {
+                            Handler::Hyper(h2)
+                        }
                         None => {
                             Handler::Http(Arc::new(H1Service::new(&cfg, balancers, router(), h2)))
                         }
@@ -433,6 +443,15 @@ async fn accept_loop(
                 let sd = shutdown.clone();
                 tokio::spawn(async move {
                     svc.serve_connection(stream, peer, sd).await;
+                    drop(guard);
+                    drop(permit);
+                });
+            }
+            Handler::Hyper(h) => {
+                let h = Arc::clone(h);
+                let sd = shutdown.clone();
+                tokio::spawn(async move {
+                    h.serve_plain(stream, peer, sd).await;
                     drop(guard);
                     drop(permit);
                 });

@@ -41,6 +41,9 @@ enum Proto {
     H2Tls,
     /// HTTP/1.1 over TLS.
     H1Tls,
+    /// Cleartext HTTP/1.1 served by hyper (services whose pools need TLS or HTTP/2 to their
+    /// backends, which the HTTP/1 engine does not speak).
+    H1Plain,
 }
 
 pub(crate) struct H2Service {
@@ -74,7 +77,20 @@ impl H2Service {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let upstreams = Arc::new(Upstreams::new(addrs, cfg.timeouts.clone()));
+        let tls = balancers
+            .iter()
+            .filter_map(|b| {
+                let t = b.pool.tls.as_ref()?;
+                match crate::upstream::client_config(t, b.pool.protocol) {
+                    Ok(c) => Some((b.pool.name.clone(), c)),
+                    Err(e) => {
+                        tracing::error!(pool = %b.pool.name, error = %e, "backend TLS configuration failed; connections to this pool will be cleartext-refused");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let upstreams = Arc::new(Upstreams::new(addrs, cfg.timeouts.clone(), tls));
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX));
@@ -112,6 +128,26 @@ impl H2Service {
             .await;
     }
 
+    /// Serve a cleartext connection with hyper: h2c if it starts with the HTTP/2 preface, else
+    /// HTTP/1.1.
+    pub(crate) async fn serve_plain(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let mut head = [0u8; 24];
+        let h2 = matches!(
+            tokio::time::timeout(self.timeouts.header, stream.peek(&mut head)).await,
+            Ok(Ok(24)) if &head == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        );
+        let activity = Arc::new(Activity::default());
+        let io = ActivityIo::new(stream, Arc::clone(&activity));
+        let proto = if h2 { Proto::H2c } else { Proto::H1Plain };
+        self.serve_io(io, activity, peer, shutdown, proto).await;
+    }
+
     /// Serve a decrypted TLS connection: HTTP/2 if ALPN chose it, else HTTP/1.1 (hyper).
     pub(crate) async fn serve_tls<I>(
         self: Arc<Self>,
@@ -141,7 +177,7 @@ impl H2Service {
         let io = TokioIo::new(io);
         let this = Arc::clone(&self);
         let act = Arc::clone(&activity);
-        let https = proto != Proto::H2c;
+        let https = matches!(proto, Proto::H2Tls | Proto::H1Tls);
         let svc = service_fn(move |req| {
             let this = Arc::clone(&this);
             let inflight = act.begin();
@@ -155,7 +191,7 @@ impl H2Service {
                 Ok::<_, Infallible>(resp)
             }
         });
-        if proto == Proto::H1Tls {
+        if matches!(proto, Proto::H1Tls | Proto::H1Plain) {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.timeouts.header)

@@ -9,17 +9,41 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tandem_balance::{BackendRuntime, PoolRuntime};
+use tandem_config::{BackendProtocol, BackendTls};
 
 use crate::body::RequestBody;
 use tandem_config::Timeouts;
 use tokio::time::Instant;
 
-pub(crate) type Sender = SendRequest<RequestBody>;
+/// A backend connection ready for a request: HTTP/1.1 (one request at a time) or HTTP/2
+/// (multiplexed: the same connection is handed to every request, and stays in the pool).
+pub(crate) enum Sender {
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+}
 
 /// Idle connections kept per backend and worker; beyond this a finished connection is closed.
 const MAX_IDLE_PER_BACKEND: usize = 256;
@@ -30,6 +54,8 @@ pub(crate) enum UpstreamError {
     Connect(io::Error),
     #[error("handshake: {0}")]
     Handshake(hyper::Error),
+    #[error("TLS: {0}")]
+    Tls(io::Error),
     #[error("{0}")]
     Send(hyper::Error),
     #[error("no response within the response timeout")]
@@ -47,16 +73,114 @@ pub(crate) struct Failed {
 pub(crate) struct Upstreams {
     idle: HashMap<SocketAddr, Mutex<Vec<Sender>>>,
     timeouts: Timeouts,
+    /// Per pool name: the TLS client configuration of pools with `tls`.
+    tls: HashMap<String, Arc<rustls::ClientConfig>>,
+}
+
+/// The TLS client configuration of a pool: its CA file or the system's roots, or no
+/// verification with `verify = false`; ALPN per protocol.
+pub(crate) fn client_config(
+    t: &BackendTls,
+    protocol: BackendProtocol,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let mut cfg = if t.verify {
+        let mut roots = rustls::RootCertStore::empty();
+        match &t.ca_file {
+            Some(path) => {
+                for c in rustls::pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                {
+                    let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+            }
+            None => {
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    cfg.alpn_protocols = match protocol {
+        BackendProtocol::H2 => vec![b"h2".to_vec()],
+        BackendProtocol::Http1 => vec![b"http/1.1".to_vec()],
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// `verify = false`: accepts any certificate (signatures are still checked, so the
+/// handshake is sound; only the identity is not).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 impl Upstreams {
-    pub(crate) fn new(addrs: impl IntoIterator<Item = SocketAddr>, timeouts: Timeouts) -> Self {
+    pub(crate) fn new(
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        timeouts: Timeouts,
+        tls: HashMap<String, Arc<rustls::ClientConfig>>,
+    ) -> Self {
         Upstreams {
             idle: addrs
                 .into_iter()
                 .map(|a| (a, Mutex::new(Vec::new())))
                 .collect(),
             timeouts,
+            tls,
         }
     }
 
@@ -67,9 +191,16 @@ impl Upstreams {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         while let Some(s) = idle.pop() {
-            if !s.is_closed() {
-                return Some(s);
+            if s.is_closed() {
+                continue;
             }
+            // HTTP/2: the connection serves every request at once; it stays in the pool.
+            if let Sender::H2(h2) = &s {
+                let shared = Sender::H2(h2.clone());
+                idle.push(s);
+                return Some(shared);
+            }
+            return Some(s);
         }
         None
     }
@@ -77,6 +208,10 @@ impl Upstreams {
     /// Return a connection whose response has been read completely.
     pub(crate) fn checkin(&self, addr: SocketAddr, sender: Sender) {
         if sender.is_closed() {
+            return;
+        }
+        // An HTTP/2 connection never left the pool.
+        if matches!(sender, Sender::H2(_)) {
             return;
         }
         if let Some(idle) = self.idle.get(&addr) {
@@ -93,21 +228,80 @@ impl Upstreams {
         backend: &BackendRuntime,
     ) -> Result<Sender, UpstreamError> {
         let addr = backend.address;
-        let io = TokioIo::new(
-            crate::connect::connect(pool, backend, &self.timeouts)
-                .await
-                .map_err(UpstreamError::Connect)?,
-        );
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
+        let tcp = crate::connect::connect(pool, backend, &self.timeouts)
             .await
-            .map_err(UpstreamError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(backend = %addr, error = %e, "backend connection ended");
+            .map_err(UpstreamError::Connect)?;
+        match self.tls.get(&pool.name) {
+            Some(cfg) => {
+                let name = pool
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.sni.clone())
+                    .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok())
+                    .unwrap_or(rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+                let tls = tokio::time::timeout(
+                    self.timeouts.connect,
+                    tokio_rustls::TlsConnector::from(Arc::clone(cfg)).connect(name, tcp),
+                )
+                .await
+                .map_err(|_| {
+                    UpstreamError::Tls(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "handshake timed out",
+                    ))
+                })?
+                .map_err(UpstreamError::Tls)?;
+                self.handshake(TokioIo::new(tls), pool.protocol, addr).await
             }
-        });
-        Ok(sender)
+            None => self.handshake(TokioIo::new(tcp), pool.protocol, addr).await,
+        }
+    }
+
+    async fn handshake<I>(
+        &self,
+        io: I,
+        protocol: BackendProtocol,
+        addr: SocketAddr,
+    ) -> Result<Sender, UpstreamError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        match protocol {
+            BackendProtocol::Http1 => {
+                let (sender, conn) = http1::Builder::new()
+                    .handshake(io)
+                    .await
+                    .map_err(UpstreamError::Handshake)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(backend = %addr, error = %e, "backend connection ended");
+                    }
+                });
+                Ok(Sender::H1(sender))
+            }
+            BackendProtocol::H2 => {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+                    .await
+                    .map_err(UpstreamError::Handshake)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(backend = %addr, error = %e, "backend connection ended");
+                    }
+                });
+                let sender = Sender::H2(sender);
+                if let Some(idle) = self.idle.get(&addr) {
+                    // Shared by every request from now on (see `checkout`).
+                    if let Sender::H2(s) = &sender {
+                        idle.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Sender::H2(s.clone()));
+                    }
+                }
+                Ok(sender)
+            }
+        }
     }
 
     /// Send `req` to `addr` on a pooled connection (or a new one), returning the response head
@@ -153,7 +347,13 @@ impl Upstreams {
                     unsent: Some(req),
                 });
             }
-            let exchange = tokio::time::timeout_at(deadline, sender.try_send_request(req));
+            let send = async {
+                match &mut sender {
+                    Sender::H1(s) => s.try_send_request(req).await,
+                    Sender::H2(s) => s.try_send_request(req).await,
+                }
+            };
+            let exchange = tokio::time::timeout_at(deadline, send);
             let outcome = if abandon_if_gone {
                 tokio::select! {
                     biased;

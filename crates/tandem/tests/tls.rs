@@ -199,3 +199,158 @@ https_redirect = true
     )
     .await;
 }
+
+/// A backend speaking `h2` (cleartext, prior knowledge) or HTTP/1.1 over TLS with `cert`:
+/// answers its name and the HTTP version it saw. Aborted on drop.
+struct ProtoBackend {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ProtoBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proto_backend(
+    n: u8,
+    name: &'static str,
+    tls: Option<(
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> ProtoBackend {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind((ip(n), 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tls.map(|(cert, key)| {
+        let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg))
+    });
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(response(
+                            200,
+                            format!("{name} {:?}", req.version()),
+                        ))
+                    },
+                );
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(t) = a.accept(s).await {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(t), svc)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(s), svc)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    ProtoBackend { addr, task }
+}
+
+// N = 70
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_h2_to_backends() {
+    let n = 70;
+    let dir = TempDir::new("tls-backend");
+    let ca = ca();
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    // The TLS backend's certificate is for backend.internal, signed by the test CA.
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(vec!["backend.internal".to_string()]).expect("params");
+    p.distinguished_name.push(DnType::CommonName, "backend");
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).expect("cert");
+    let der = cert.der().clone();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let tls_backend = proto_backend(n, "tls-backend", Some((der, key_der))).await;
+    let h2a = proto_backend(n, "h2-a", None).await;
+    let h2b = proto_backend(n, "h2-b", None).await;
+    let admin = addr(n, 9900);
+    let cfg = format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[[pool]]
+name = "secure"
+health = {{ kind = "none" }}
+tls = {{ ca_file = "{ca}", sni = "backend.internal" }}
+backends = [{{ address = "{tb}" }}]
+
+[[pool]]
+name = "wrongname"
+health = {{ kind = "none" }}
+tls = {{ ca_file = "{ca}", sni = "other.internal" }}
+backends = [{{ address = "{tb}" }}]
+
+[[pool]]
+name = "grpc"
+scheduler = "rr"
+health = {{ kind = "none" }}
+protocol = "h2"
+backends = [{{ address = "{a}" }}, {{ address = "{b}" }}]
+
+[[service]]
+name = "to-tls"
+listen = "{l1}"
+pool = "secure"
+routes = [{{ match = {{ path_prefix = "/wrong" }}, pool = "wrongname" }}]
+
+[[service]]
+name = "to-h2"
+listen = "{l2}"
+pool = "grpc"
+"#,
+        ca = ca_file.display(),
+        tb = tls_backend.addr,
+        a = h2a.addr,
+        b = h2b.addr,
+        l1 = addr(n, 8081),
+        l2 = addr(n, 8082),
+    );
+    let _t = Tandem::run("tls-backends", &cfg, &[addr(n, 8081), addr(n, 8082), admin]).await;
+
+    // TLS to the backend, verified against the CA for the configured name.
+    let r = get(&format!("http://{}/", addr(n, 8081)), &[]).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(String::from_utf8_lossy(&r.body), "tls-backend HTTP/1.1");
+    // A name the certificate does not cover: the handshake fails, the client gets 502.
+    let r = get(&format!("http://{}/wrong", addr(n, 8081)), &[]).await;
+    assert_eq!(r.status, 502);
+
+    // HTTP/2 to the backends, balanced per request over one client connection.
+    let urls: Vec<String> = (0..10)
+        .map(|_| format!("http://{}/", addr(n, 8082)))
+        .collect();
+    let mut args = vec!["-s", "-w", "\n"];
+    args.extend(urls.iter().map(String::as_str));
+    let out = curl(&args).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let a = text.lines().filter(|l| *l == "h2-a HTTP/2.0").count();
+    let b = text.lines().filter(|l| *l == "h2-b HTTP/2.0").count();
+    assert_eq!((a, b), (5, 5), "{text}");
+}
