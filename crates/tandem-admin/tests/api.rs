@@ -41,6 +41,7 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
         slow_start: None,
         host: None,
         keepalive: true,
+        proxy_protocol: None,
     }
 }
 

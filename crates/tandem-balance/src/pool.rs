@@ -99,6 +99,8 @@ pub struct PoolRuntime {
     pub host: Option<String>,
     /// `keepalive`: backend connections are reused (http).
     pub keepalive: bool,
+    /// `proxy_protocol`: the PROXY header version new backend connections start with.
+    pub proxy_protocol: Option<tandem_config::ProxyProtocol>,
     /// Replays of failed requests may not exceed a share of the request rate.
     pub budget: RetryBudget,
     /// Observed connect times, for the adaptive connect timeout.
@@ -149,6 +151,7 @@ impl PoolRuntime {
             slow_start: cfg.slow_start,
             host: cfg.host.clone(),
             keepalive: cfg.keepalive,
+            proxy_protocol: cfg.proxy_protocol,
             budget: RetryBudget::new(cfg.retries.budget_percent, Retries::BUDGET_FLOOR_PER_SECOND),
             connect_timer: ConnectTimer::new(),
             backends,
@@ -497,6 +500,7 @@ mod tests {
             slow_start: None,
             host: None,
             keepalive: true,
+            proxy_protocol: None,
         };
         f(&mut cfg);
         PoolRuntime::new(&cfg)

@@ -66,6 +66,9 @@ pub struct ServiceStats {
     /// Requests replayed on another backend after getting no response (connect failures,
     /// which are always retried, are not counted here).
     pub retries: AtomicU64,
+    /// Connections from a trusted proxy (`accept_proxy_protocol`) closed because their PROXY
+    /// header was missing, malformed or not complete within the header timeout.
+    pub proxy_protocol_rejected: AtomicU64,
 }
 
 /// All pools of a configuration, by name, and the counters of every service.

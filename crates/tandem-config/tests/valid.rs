@@ -127,6 +127,7 @@ idle_timeout = "1h"
                 slow_start: None,
                 host: None,
                 keepalive: true,
+                proxy_protocol: None,
             },
             Pool {
                 name: "db".into(),
@@ -153,6 +154,7 @@ idle_timeout = "1h"
                 slow_start: None,
                 host: None,
                 keepalive: true,
+                proxy_protocol: None,
             },
         ],
         vrrp: Vec::new(),
@@ -178,6 +180,7 @@ idle_timeout = "1h"
                 response_headers: HeaderOps::default(),
                 max_request_body: None,
                 max_connections: None,
+                accept_proxy_protocol: Vec::new(),
             },
             Service {
                 name: "pg".into(),
@@ -198,6 +201,7 @@ idle_timeout = "1h"
                 response_headers: HeaderOps::default(),
                 max_request_body: None,
                 max_connections: None,
+                accept_proxy_protocol: Vec::new(),
             },
         ],
     };
@@ -249,6 +253,7 @@ pool = "p"
             slow_start: None,
             host: None,
             keepalive: true,
+            proxy_protocol: None,
         }],
         vrrp: Vec::new(),
         vrrp_scripts: Vec::new(),
@@ -272,6 +277,7 @@ pool = "p"
             response_headers: HeaderOps::default(),
             max_request_body: None,
             max_connections: None,
+            accept_proxy_protocol: Vec::new(),
         }],
     };
     let got = parse(src);

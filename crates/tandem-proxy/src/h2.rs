@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::activity::{Activity, ActivityIo, Prefixed};
 use crate::body::{Finish, ProxyBody, RequestBody, UpstreamBody};
 use crate::headers;
+use crate::proxy_protocol::Addresses;
 use crate::slot::{Acquired, Balancer, Slot};
 use crate::upstream::{Failed, UpstreamError, Upstreams};
 
@@ -50,6 +51,21 @@ impl H2Service {
         router: Option<crate::route::Router>,
     ) -> Self {
         let balancer = Arc::clone(&balancers[0]);
+        let backend_addrs = |b: &Arc<Balancer>| {
+            b.pool
+                .backends
+                .iter()
+                .map(|x| x.address)
+                .chain(b.pool.sorry.as_ref().map(|s| s.address))
+                .collect::<Vec<_>>()
+        };
+        // A connection that began with a PROXY header speaks for one client: never pooled
+        // (not even for a pool without the header that shares the backend's address).
+        let private: Vec<SocketAddr> = balancers
+            .iter()
+            .filter(|b| b.pool.proxy_protocol.is_some())
+            .flat_map(backend_addrs)
+            .collect();
         let addrs: Vec<SocketAddr> = balancers
             .iter()
             .flat_map(|b| {
@@ -60,6 +76,7 @@ impl H2Service {
                     .chain(b.pool.sorry.as_ref().map(|s| s.address))
                     .collect::<Vec<_>>()
             })
+            .filter(|a| !private.contains(a))
             .collect();
         let upstreams = Arc::new(Upstreams::new(addrs, cfg.timeouts.clone()));
         let mut h2 = http2::Builder::new(TokioExecutor::new());
@@ -85,9 +102,17 @@ impl H2Service {
         stream: TcpStream,
         prefix: Vec<u8>,
         peer: SocketAddr,
+        local: Option<SocketAddr>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
+        // For PROXY headers to backends: the client and the address it connected to.
+        let client = local
+            .or_else(|| stream.local_addr().ok())
+            .map(|destination| Addresses {
+                source: peer,
+                destination,
+            });
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(Prefixed::new(
             prefix,
@@ -99,7 +124,7 @@ impl H2Service {
             let this = Arc::clone(&this);
             let inflight = act.begin();
             async move {
-                let resp = this.handle(req, peer).await;
+                let resp = this.handle(req, peer, client).await;
                 drop(inflight);
                 Ok::<_, Infallible>(resp)
             }
@@ -116,7 +141,12 @@ impl H2Service {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        client: Option<Addresses>,
+    ) -> Response<ProxyBody> {
         let persist = self.balancer.persist.as_deref();
         let now = std::time::Instant::now();
         let (token, hash) = persist.map_or((None, None), |p| persist_in(p, &mut req));
@@ -167,7 +197,7 @@ impl H2Service {
                 persist_request_header(p, id, req.headers_mut());
             }
             match self
-                .forward(balancer, req, slot, deadline, replay.is_some())
+                .forward(balancer, req, slot, deadline, replay.is_some(), client)
                 .await
             {
                 Ok(mut resp) => {
@@ -338,13 +368,14 @@ impl H2Service {
         slot: Slot,
         deadline: Instant,
         replayable: bool,
+        client: Option<Addresses>,
     ) -> Result<Response<ProxyBody>, Lost> {
         let backend = Arc::clone(slot.backend());
         let started = self.measure_latency.then(std::time::Instant::now);
         let pool = &balancer.pool;
         match self
             .upstreams
-            .send(pool, &backend, req, deadline, replayable)
+            .send(pool, &backend, req, deadline, replayable, client)
             .await
         {
             Ok((resp, sender)) => {

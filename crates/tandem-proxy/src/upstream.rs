@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tandem_balance::{BackendRuntime, PoolRuntime};
 
 use crate::body::RequestBody;
+use crate::proxy_protocol::Addresses;
 use tandem_config::Timeouts;
 use tokio::time::Instant;
 
@@ -91,10 +92,11 @@ impl Upstreams {
         &self,
         pool: &PoolRuntime,
         backend: &BackendRuntime,
+        client: Option<Addresses>,
     ) -> Result<Sender, UpstreamError> {
         let addr = backend.address;
         let io = TokioIo::new(
-            crate::connect::connect(pool, backend, &self.timeouts)
+            crate::connect::connect(pool, backend, &self.timeouts, client)
                 .await
                 .map_err(UpstreamError::Connect)?,
         );
@@ -119,7 +121,8 @@ impl Upstreams {
     /// can offer it to another backend.
     ///
     /// With `abandon_if_gone` (a request that can be replayed elsewhere), the wait for the
-    /// response ends as soon as the backend is found dead: marked down or ejected.
+    /// response ends as soon as the backend is found dead: marked down or ejected. `client` is
+    /// what a new connection's PROXY header announces, if the pool sends one.
     pub(crate) async fn send(
         &self,
         pool: &PoolRuntime,
@@ -127,11 +130,12 @@ impl Upstreams {
         mut req: Request<RequestBody>,
         deadline: Instant,
         abandon_if_gone: bool,
+        client: Option<Addresses>,
     ) -> Result<(Response<Incoming>, Sender), Failed> {
         loop {
             let (mut sender, pooled) = match self.checkout(backend.address) {
                 Some(s) => (s, true),
-                None => match self.connect(pool, backend).await {
+                None => match self.connect(pool, backend, client).await {
                     Ok(s) => (s, false),
                     Err(error) => {
                         return Err(Failed {
