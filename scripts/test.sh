@@ -15,6 +15,8 @@ command -v python3 >/dev/null || need_apt+=(python3)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # The VRRP shell is tested against a real keepalived peer (Debian's package).
 command -v keepalived >/dev/null || need_apt+=(keepalived)
+# PROXY protocol interop: a real HAProxy in front of and behind tandem (Debian's package).
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then

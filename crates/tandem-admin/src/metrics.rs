@@ -304,7 +304,7 @@ impl Collector for TopologyCollector {
             }
         }
 
-        let services: [(&str, &str, ServiceCounter); 6] = [
+        let services: [(&str, &str, ServiceCounter); 7] = [
             ("tandem_service_connections", "Client connections accepted.", |s| &s.connections),
             (
                 "tandem_service_rejected_requests",
@@ -330,6 +330,11 @@ impl Collector for TopologyCollector {
                 "tandem_service_retries",
                 "Requests replayed on another backend after getting no response (connect failures, always retried, are not counted).",
                 |s| &s.retries,
+            ),
+            (
+                "tandem_service_proxy_protocol_rejected",
+                "Connections from a trusted proxy (accept_proxy_protocol) closed because their PROXY header was missing, malformed or late.",
+                |s| &s.proxy_protocol_rejected,
             ),
         ];
         for (name, help, field) in services {

@@ -43,6 +43,7 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
         keepalive: true,
         tls: None,
         protocol: tandem_config::BackendProtocol::Http1,
+        proxy_protocol: None,
     }
 }
 

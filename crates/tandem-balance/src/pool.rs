@@ -102,6 +102,8 @@ pub struct PoolRuntime {
     /// `tls` and `protocol` to the backends (http).
     pub tls: Option<tandem_config::BackendTls>,
     pub protocol: tandem_config::BackendProtocol,
+    /// `proxy_protocol`: the PROXY header version new backend connections start with.
+    pub proxy_protocol: Option<tandem_config::ProxyProtocol>,
     /// Replays of failed requests may not exceed a share of the request rate.
     pub budget: RetryBudget,
     /// Observed connect times, for the adaptive connect timeout.
@@ -154,6 +156,7 @@ impl PoolRuntime {
             keepalive: cfg.keepalive,
             tls: cfg.tls.clone(),
             protocol: cfg.protocol,
+            proxy_protocol: cfg.proxy_protocol,
             budget: RetryBudget::new(cfg.retries.budget_percent, Retries::BUDGET_FLOOR_PER_SECOND),
             connect_timer: ConnectTimer::new(),
             backends,
@@ -504,6 +507,7 @@ mod tests {
             keepalive: true,
             tls: None,
             protocol: tandem_config::BackendProtocol::Http1,
+            proxy_protocol: None,
         };
         f(&mut cfg);
         PoolRuntime::new(&cfg)

@@ -69,6 +69,9 @@ pub struct ServiceStats {
     /// TLS handshakes that failed or timed out (malformed TLS, no common cipher, a client
     /// that does not trust the certificate and aborts).
     pub tls_failures: AtomicU64,
+    /// Connections from a trusted proxy (`accept_proxy_protocol`) closed because their PROXY
+    /// header was missing, malformed or not complete within the header timeout.
+    pub proxy_protocol_rejected: AtomicU64,
 }
 
 /// All pools of a configuration, by name, and the counters of every service.

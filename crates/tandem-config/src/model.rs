@@ -101,6 +101,9 @@ pub struct Pool {
     pub tls: Option<BackendTls>,
     /// `protocol` (http): `"http1"` (default) or `"h2"` to the backends.
     pub protocol: BackendProtocol,
+    /// `proxy_protocol`: every new connection to a backend of this pool starts with a PROXY
+    /// protocol header of this version carrying the client's addresses. Default none.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// `[[pool]] tls = true` or `tls = { ca_file = "...", sni = "...", verify = true }`.
@@ -127,6 +130,25 @@ impl Pool {
     /// `scheduler` when the key is absent: smooth weighted round robin, because it honours
     /// weights and needs no load feedback, so it behaves well from the first request.
     pub const DEFAULT_SCHEDULER: SchedulerKind = SchedulerKind::Wrr;
+}
+
+/// `[[pool]] proxy_protocol`: which version of HAProxy's PROXY protocol header to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyProtocol {
+    /// `"v1"`: the text line, `PROXY TCP4 <src> <dst> <sport> <dport>\r\n`.
+    V1,
+    /// `"v2"`: the binary header.
+    V2,
+}
+
+impl ProxyProtocol {
+    /// The name used in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
 }
 
 /// Scheduler names as IPVS / HAProxy users know them.
@@ -248,6 +270,11 @@ pub struct Service {
     pub buffer_responses: Option<u64>,
     /// `tls` (http): terminate TLS on this listener.
     pub tls: Option<Tls>,
+    /// `accept_proxy_protocol`: networks of trusted proxies. A connection from one of them must
+    /// start with a PROXY protocol header (v1 or v2), whose addresses then stand for the
+    /// client's everywhere; connections from elsewhere are served as direct clients. Default
+    /// none (no header is ever read).
+    pub accept_proxy_protocol: Vec<Cidr>,
 }
 
 impl Service {
@@ -271,6 +298,7 @@ pub struct Timeouts {
     /// Default 100ms; at most `connect_timeout`.
     pub connect_min: Duration,
     /// `header_timeout` (http): a client must send a whole request head within this. Default 10s.
+    /// With `accept_proxy_protocol` (http and tcp) it also bounds the wait for the PROXY header.
     pub header: Duration,
     /// `response_timeout` (http): backend must start its response within this. Default 60s.
     pub response: Duration,

@@ -401,6 +401,7 @@ const POOL_KEYS: &[&str] = &[
     "keepalive",
     "tls",
     "protocol",
+    "proxy_protocol",
 ];
 const OUTLIER_KEYS: &[&str] = &[
     "consecutive_connect_failures",
@@ -431,6 +432,7 @@ const SERVICE_KEYS: &[&str] = &[
     "buffer_responses",
     "tls",
     "https_redirect",
+    "accept_proxy_protocol",
 ];
 const SERVICE_HTTP_ONLY: &[&str] = &[
     "tls",
@@ -640,6 +642,7 @@ fn pool(cx: &mut Cx, t: &Table, name: String) -> Pool {
     let backends = t
         .req(cx, "backends", |cx, p, v| Ok(backends(cx, p, v)))
         .unwrap_or_default();
+    let proxy_protocol = proxy_protocol(cx, t, &health, &backends);
     Pool {
         name,
         scheduler: or(scheduler, Pool::DEFAULT_SCHEDULER),
@@ -689,6 +692,7 @@ fn pool(cx: &mut Cx, t: &Table, name: String) -> Pool {
             }),
             BackendProtocol::Http1,
         ),
+        proxy_protocol,
     }
 }
 
@@ -756,6 +760,53 @@ fn backend_tls(cx: &mut Cx, path: &str, v: &Value) -> R<BackendTls> {
             "true, or a table { ca_file = ..., sni = ..., verify = ... }",
         )),
     }
+}
+
+/// `[[pool]] proxy_protocol = "v1" | "v2"`, with a warning for health checks that talk to the
+/// backend's traffic port: they send no PROXY header, which a backend requiring one refuses.
+fn proxy_protocol(
+    cx: &mut Cx,
+    t: &Table,
+    health: &HealthCheck,
+    backends: &[Backend],
+) -> Option<ProxyProtocol> {
+    let version = t
+        .opt(cx, "proxy_protocol", |cx, p, v| {
+            let s = string(cx, p, v)?;
+            match s {
+                "v1" => Ok(ProxyProtocol::V1),
+                "v2" => Ok(ProxyProtocol::V2),
+                _ => Err(cx.error(
+                    v.span().start,
+                    p,
+                    format!("unknown PROXY protocol version `{s}`; write \"v1\" or \"v2\" (or leave the key out to send none)"),
+                )),
+            }
+        })
+        .ok()
+        .flatten()?;
+    let talks_to_traffic_port = |h: &HealthCheck| {
+        matches!(
+            h.kind,
+            HealthKind::Http { port: None, .. }
+                | HealthKind::Https { port: None, .. }
+                | HealthKind::Smtp { port: None, .. }
+        )
+    };
+    let mut checks =
+        std::iter::once(health).chain(backends.iter().filter_map(|b| b.health.as_ref()));
+    if let Some(h) = checks.find(|h| talks_to_traffic_port(h)) {
+        let at = t.get("proxy_protocol").map_or(t.at, |v| v.span().start);
+        cx.warn(
+            at,
+            &t.key_path("proxy_protocol"),
+            format!(
+                "`{}` health checks send no PROXY header, so a backend that requires one fails them; use kind = \"tcp\" (a bare connect) or give the check a `port` that speaks without the header",
+                h.kind.name()
+            ),
+        );
+    }
+    Some(version)
 }
 
 fn retries(cx: &mut Cx, t: &Table) -> Retries {
@@ -1002,7 +1053,13 @@ fn services(
 
         let mut skip = Vec::new();
         if mode == Mode::Tcp {
+            // In tcp mode, header_timeout bounds the wait for a PROXY header, so it is
+            // meaningful there only with accept_proxy_protocol.
+            let accepts_proxy = t.get("accept_proxy_protocol").is_some();
             for key in SERVICE_HTTP_ONLY {
+                if *key == "header_timeout" && accepts_proxy {
+                    continue;
+                }
                 if let Some(at) = t.key_at(key) {
                     cx.error(at, &t.key_path(key), format!("`{key}` applies only to mode = \"http\"; this service is mode = \"tcp\""));
                     skip.push(*key);
@@ -1137,6 +1194,11 @@ fn services(
         } else {
             None
         };
+        let accept_proxy_protocol = t
+            .opt(cx, "accept_proxy_protocol", networks)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         out.push(Service {
             name: svc_name.unwrap_or_default(),
             listen: listen.unwrap_or(PLACEHOLDER_ADDR),
@@ -1153,7 +1215,41 @@ fn services(
             buffer_requests,
             buffer_responses,
             tls,
+            accept_proxy_protocol,
         });
     }
     out
+}
+
+/// A network or a list of them (`accept_proxy_protocol`): `"198.51.100.0/24"`,
+/// `["198.51.100.0/24", "2001:db8::/32"]`; a bare address is a /32 or /128.
+fn networks(cx: &mut Cx, path: &str, v: &Value) -> R<Vec<Cidr>> {
+    let one = |cx: &mut Cx, path: &str, v: &Value| {
+        let s = string(cx, path, v)?;
+        Cidr::parse(s).map_err(|m| cx.error(v.span().start, path, m))
+    };
+    match v.get_ref() {
+        DeValue::String(_) => Ok(vec![one(cx, path, v)?]),
+        DeValue::Array(items) => {
+            let mut out = Vec::new();
+            let mut failed = false;
+            for (i, item) in items.iter().enumerate() {
+                match one(cx, &format!("{path}[{i}]"), item) {
+                    Ok(c) => out.push(c),
+                    Err(Reported) => failed = true,
+                }
+            }
+            if failed {
+                Err(Reported)
+            } else {
+                Ok(out)
+            }
+        }
+        _ => Err(wrong_type(
+            cx,
+            path,
+            v,
+            "a list of networks, e.g. [\"198.51.100.0/24\", \"2001:db8::/32\"]",
+        )),
+    }
 }

@@ -129,6 +129,7 @@ idle_timeout = "1h"
                 keepalive: true,
                 tls: None,
                 protocol: BackendProtocol::Http1,
+                proxy_protocol: None,
             },
             Pool {
                 name: "db".into(),
@@ -157,6 +158,7 @@ idle_timeout = "1h"
                 keepalive: true,
                 tls: None,
                 protocol: BackendProtocol::Http1,
+                proxy_protocol: None,
             },
         ],
         vrrp: Vec::new(),
@@ -185,6 +187,7 @@ idle_timeout = "1h"
                 buffer_requests: false,
                 buffer_responses: None,
                 tls: None,
+                accept_proxy_protocol: Vec::new(),
             },
             Service {
                 name: "pg".into(),
@@ -208,6 +211,7 @@ idle_timeout = "1h"
                 buffer_requests: false,
                 buffer_responses: None,
                 tls: None,
+                accept_proxy_protocol: Vec::new(),
             },
         ],
     };
@@ -261,6 +265,7 @@ pool = "p"
             keepalive: true,
             tls: None,
             protocol: BackendProtocol::Http1,
+            proxy_protocol: None,
         }],
         vrrp: Vec::new(),
         vrrp_scripts: Vec::new(),
@@ -287,6 +292,7 @@ pool = "p"
             buffer_requests: false,
             buffer_responses: None,
             tls: None,
+            accept_proxy_protocol: Vec::new(),
         }],
     };
     let got = parse(src);

@@ -116,7 +116,7 @@ enum Handler {
     Tls(Arc<TlsHandler>),
     /// Cleartext HTTP served by hyper: for services whose pools need TLS or HTTP/2 to the
     /// backends.
-    Hyper(Arc<H2Service>),
+    Hyper(Arc<H2Service>, Option<Arc<crate::proxy_protocol::Acceptor>>),
 }
 
 struct TlsHandler {
@@ -124,6 +124,26 @@ struct TlsHandler {
     svc: Arc<H2Service>,
     handshake_timeout: Duration,
     stats: Arc<ServiceStats>,
+    /// `accept_proxy_protocol`: the header comes before the TLS handshake.
+    proxy: Option<crate::proxy_protocol::Acceptor>,
+}
+
+/// A trusted proxy's PROXY header, read before anything else on the connection: the client
+/// and the address it connected to, or `Err` when the connection must be closed (the
+/// refusal is counted).
+async fn proxied(
+    acceptor: Option<&crate::proxy_protocol::Acceptor>,
+    stream: &tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Result<(SocketAddr, Option<SocketAddr>), ()> {
+    match acceptor {
+        None => Ok((peer, stream.local_addr().ok())),
+        Some(a) => match a.accept(stream, peer).await {
+            Ok(Some(x)) => Ok((x.source, Some(x.destination))),
+            Ok(None) => Ok((peer, stream.local_addr().ok())),
+            Err(_) => Err(()),
+        },
+    }
 }
 
 impl TlsHandler {
@@ -134,6 +154,9 @@ impl TlsHandler {
         shutdown: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
+        let Ok((peer, local)) = proxied(self.proxy.as_ref(), &stream, peer).await else {
+            return;
+        };
         let accepted =
             tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await;
         let tls = match accepted {
@@ -151,7 +174,7 @@ impl TlsHandler {
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Arc::clone(&self.svc)
-            .serve_tls(tls, h2, peer, shutdown)
+            .serve_tls(tls, h2, peer, local, shutdown)
             .await;
     }
 }
@@ -331,13 +354,18 @@ fn run_worker(
                             svc: h2,
                             handshake_timeout: cfg.timeouts.header,
                             stats: Arc::clone(&stats),
+                            proxy: crate::proxy_protocol::Acceptor::new(&cfg, Arc::clone(&stats)),
                         })),
                         None if balancers.iter().any(|b| {
                             b.pool.tls.is_some()
                                 || b.pool.protocol != tandem_config::BackendProtocol::Http1
                         }) =>
                         {
-                            Handler::Hyper(h2)
+                            Handler::Hyper(
+                                h2,
+                                crate::proxy_protocol::Acceptor::new(&cfg, Arc::clone(&stats))
+                                    .map(Arc::new),
+                            )
                         }
                         None => {
                             Handler::Http(Arc::new(H1Service::new(&cfg, balancers, router(), h2)))
@@ -447,11 +475,14 @@ async fn accept_loop(
                     drop(permit);
                 });
             }
-            Handler::Hyper(h) => {
+            Handler::Hyper(h, proxy) => {
                 let h = Arc::clone(h);
+                let proxy = proxy.clone();
                 let sd = shutdown.clone();
                 tokio::spawn(async move {
-                    h.serve_plain(stream, peer, sd).await;
+                    if let Ok((peer, local)) = proxied(proxy.as_deref(), &stream, peer).await {
+                        h.serve_plain(stream, peer, local, sd).await;
+                    }
                     drop(guard);
                     drop(permit);
                 });

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::activity::{Activity, ActivityIo, Prefixed};
 use crate::body::{Finish, ProxyBody, RequestBody, UpstreamBody};
 use crate::headers;
+use crate::proxy_protocol::Addresses;
 use crate::slot::{Acquired, Balancer, Slot};
 use crate::upstream::{Failed, UpstreamError, Upstreams};
 
@@ -66,6 +67,21 @@ impl H2Service {
         router: Option<crate::route::Router>,
     ) -> Self {
         let balancer = Arc::clone(&balancers[0]);
+        let backend_addrs = |b: &Arc<Balancer>| {
+            b.pool
+                .backends
+                .iter()
+                .map(|x| x.address)
+                .chain(b.pool.sorry.as_ref().map(|s| s.address))
+                .collect::<Vec<_>>()
+        };
+        // A connection that began with a PROXY header speaks for one client: never pooled
+        // (not even for a pool without the header that shares the backend's address).
+        let private: Vec<SocketAddr> = balancers
+            .iter()
+            .filter(|b| b.pool.proxy_protocol.is_some())
+            .flat_map(backend_addrs)
+            .collect();
         let addrs: Vec<SocketAddr> = balancers
             .iter()
             .flat_map(|b| {
@@ -76,6 +92,7 @@ impl H2Service {
                     .chain(b.pool.sorry.as_ref().map(|s| s.address))
                     .collect::<Vec<_>>()
             })
+            .filter(|a| !private.contains(a))
             .collect();
         let tls = balancers
             .iter()
@@ -119,12 +136,20 @@ impl H2Service {
         stream: TcpStream,
         prefix: Vec<u8>,
         peer: SocketAddr,
+        local: Option<SocketAddr>,
         shutdown: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
+        // For PROXY headers to backends: the client and the address it connected to.
+        let client = local
+            .or_else(|| stream.local_addr().ok())
+            .map(|destination| Addresses {
+                source: peer,
+                destination,
+            });
         let activity = Arc::new(Activity::default());
         let io = Prefixed::new(prefix, ActivityIo::new(stream, Arc::clone(&activity)));
-        self.serve_io(io, activity, peer, shutdown, Proto::H2c)
+        self.serve_io(io, activity, peer, client, shutdown, Proto::H2c)
             .await;
     }
 
@@ -134,9 +159,14 @@ impl H2Service {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
+        local: Option<SocketAddr>,
         shutdown: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
+        let client = local.map(|destination| Addresses {
+            source: peer,
+            destination,
+        });
         let mut head = [0u8; 24];
         let h2 = matches!(
             tokio::time::timeout(self.timeouts.header, stream.peek(&mut head)).await,
@@ -145,7 +175,8 @@ impl H2Service {
         let activity = Arc::new(Activity::default());
         let io = ActivityIo::new(stream, Arc::clone(&activity));
         let proto = if h2 { Proto::H2c } else { Proto::H1Plain };
-        self.serve_io(io, activity, peer, shutdown, proto).await;
+        self.serve_io(io, activity, peer, client, shutdown, proto)
+            .await;
     }
 
     /// Serve a decrypted TLS connection: HTTP/2 if ALPN chose it, else HTTP/1.1 (hyper).
@@ -154,6 +185,7 @@ impl H2Service {
         io: I,
         h2: bool,
         peer: SocketAddr,
+        local: Option<SocketAddr>,
         shutdown: watch::Receiver<bool>,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -161,7 +193,12 @@ impl H2Service {
         let activity = Arc::new(Activity::default());
         let io = ActivityIo::new(io, Arc::clone(&activity));
         let proto = if h2 { Proto::H2Tls } else { Proto::H1Tls };
-        self.serve_io(io, activity, peer, shutdown, proto).await;
+        let client = local.map(|destination| Addresses {
+            source: peer,
+            destination,
+        });
+        self.serve_io(io, activity, peer, client, shutdown, proto)
+            .await;
     }
 
     async fn serve_io<I>(
@@ -169,6 +206,7 @@ impl H2Service {
         io: I,
         activity: Arc<Activity>,
         peer: SocketAddr,
+        client: Option<Addresses>,
         mut shutdown: watch::Receiver<bool>,
         proto: Proto,
     ) where
@@ -182,7 +220,7 @@ impl H2Service {
             let this = Arc::clone(&this);
             let inflight = act.begin();
             async move {
-                let mut resp = this.handle(req, peer, https).await;
+                let mut resp = this.handle(req, peer, https, client).await;
                 if let (true, Some(v)) = (https, &this.hsts) {
                     resp.headers_mut()
                         .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
@@ -224,6 +262,7 @@ impl H2Service {
         mut req: Request<Incoming>,
         peer: SocketAddr,
         https: bool,
+        client: Option<Addresses>,
     ) -> Response<ProxyBody> {
         let persist = self.balancer.persist.as_deref();
         let now = std::time::Instant::now();
@@ -275,7 +314,7 @@ impl H2Service {
                 persist_request_header(p, id, req.headers_mut());
             }
             match self
-                .forward(balancer, req, slot, deadline, replay.is_some())
+                .forward(balancer, req, slot, deadline, replay.is_some(), client)
                 .await
             {
                 Ok(mut resp) => {
@@ -446,13 +485,14 @@ impl H2Service {
         slot: Slot,
         deadline: Instant,
         replayable: bool,
+        client: Option<Addresses>,
     ) -> Result<Response<ProxyBody>, Lost> {
         let backend = Arc::clone(slot.backend());
         let started = self.measure_latency.then(std::time::Instant::now);
         let pool = &balancer.pool;
         match self
             .upstreams
-            .send(pool, &backend, req, deadline, replayable)
+            .send(pool, &backend, req, deadline, replayable, client)
             .await
         {
             Ok((resp, sender)) => {

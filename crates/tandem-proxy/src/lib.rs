@@ -15,6 +15,7 @@ mod h2;
 pub mod headers;
 mod listener;
 mod persist;
+mod proxy_protocol;
 mod route;
 mod slot;
 mod tcp;
@@ -42,4 +43,5 @@ pub(crate) fn mono_ns() -> u64 {
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::h1::fuzzing::{chunked, request_then_response};
+    pub use crate::proxy_protocol::fuzzing::parse_header as proxy_protocol_header;
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::activity::{Activity, ActivityIo};
 use crate::connect::connect;
+use crate::proxy_protocol::{self, Acceptor};
 use crate::slot::{Acquired, Balancer};
 /// Copy buffer per direction: large enough that bulk transfers take few syscalls, small
 /// enough that thousands of idle connections do not pin much memory.
@@ -21,17 +22,31 @@ const COPY_BUF: usize = 32 * 1024;
 pub(crate) struct TcpService {
     balancer: Arc<Balancer>,
     timeouts: Timeouts,
+    /// `accept_proxy_protocol`.
+    accept_proxy: Option<Acceptor>,
 }
 
 impl TcpService {
     pub(crate) fn new(cfg: &Service, balancer: Arc<Balancer>) -> Self {
         TcpService {
+            accept_proxy: Acceptor::new(cfg, Arc::clone(&balancer.stats)),
             balancer,
             timeouts: cfg.timeouts.clone(),
         }
     }
 
     pub(crate) async fn serve_connection(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+        // From a trusted proxy: its PROXY header says who the client is (nothing is sent to a
+        // backend before it has been read); a bad one just closes the connection.
+        let (peer, local) = match &self.accept_proxy {
+            None => (peer, None),
+            Some(a) => match a.accept(&client, peer).await {
+                Ok(Some(x)) => (x.source, Some(x.destination)),
+                Ok(None) => (peer, None),
+                Err(_) => return,
+            },
+        };
+        let announce = proxy_protocol::endpoints(&self.balancer.pool, peer, local, &client);
         let key = RequestKey {
             client: Some(peer.ip()),
             hash: None,
@@ -59,7 +74,9 @@ impl TcpService {
             };
             let backend = Arc::clone(slot.backend());
             avoid.insert(backend.id);
-            let Ok(upstream) = connect(&self.balancer.pool, &backend, &self.timeouts).await else {
+            let Ok(upstream) =
+                connect(&self.balancer.pool, &backend, &self.timeouts, announce).await
+            else {
                 continue;
             };
             if let Some(p) = &self.balancer.persist {

@@ -19,6 +19,7 @@ use tandem_balance::{BackendRuntime, PoolRuntime};
 use tandem_config::{BackendProtocol, BackendTls};
 
 use crate::body::RequestBody;
+use crate::proxy_protocol::Addresses;
 use tandem_config::Timeouts;
 use tokio::time::Instant;
 
@@ -226,9 +227,10 @@ impl Upstreams {
         &self,
         pool: &PoolRuntime,
         backend: &BackendRuntime,
+        client: Option<Addresses>,
     ) -> Result<Sender, UpstreamError> {
         let addr = backend.address;
-        let tcp = crate::connect::connect(pool, backend, &self.timeouts)
+        let tcp = crate::connect::connect(pool, backend, &self.timeouts, client)
             .await
             .map_err(UpstreamError::Connect)?;
         match self.tls.get(&pool.name) {
@@ -313,7 +315,8 @@ impl Upstreams {
     /// can offer it to another backend.
     ///
     /// With `abandon_if_gone` (a request that can be replayed elsewhere), the wait for the
-    /// response ends as soon as the backend is found dead: marked down or ejected.
+    /// response ends as soon as the backend is found dead: marked down or ejected. `client` is
+    /// what a new connection's PROXY header announces, if the pool sends one.
     pub(crate) async fn send(
         &self,
         pool: &PoolRuntime,
@@ -321,11 +324,12 @@ impl Upstreams {
         mut req: Request<RequestBody>,
         deadline: Instant,
         abandon_if_gone: bool,
+        client: Option<Addresses>,
     ) -> Result<(Response<Incoming>, Sender), Failed> {
         loop {
             let (mut sender, pooled) = match self.checkout(backend.address) {
                 Some(s) => (s, true),
-                None => match self.connect(pool, backend).await {
+                None => match self.connect(pool, backend, client).await {
                     Ok(s) => (s, false),
                     Err(error) => {
                         return Err(Failed {

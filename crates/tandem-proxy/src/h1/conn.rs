@@ -21,9 +21,10 @@ use super::head::{
     PoolOpts, RequestInfo, Rules,
 };
 use super::io::{read_into, read_now, write_all, write_all2, Buf, Limit};
-use super::pool::BackendPool;
+use super::pool::{still_idle, BackendPool};
 use crate::connect::connect;
 use crate::h2::H2Service;
+use crate::proxy_protocol::{self, Acceptor};
 use crate::route::Target;
 use crate::slot::{Acquired, Balancer, Slot};
 
@@ -55,6 +56,8 @@ pub(crate) struct H1Service {
     h2: Arc<H2Service>,
     measure_latency: bool,
     spare: Spare,
+    /// `accept_proxy_protocol`.
+    accept_proxy: Option<Acceptor>,
 }
 
 /// Per-connection buffers, reused for every request on the connection.
@@ -106,6 +109,13 @@ struct Conn {
     client: TcpStream,
     peer: Peer,
     peer_ip: std::net::IpAddr,
+    /// The client's address and port, and the address it connected to when a trusted proxy's
+    /// PROXY header said so (`None`: the socket's own).
+    peer_addr: SocketAddr,
+    local: Option<SocketAddr>,
+    /// A backend connection that began with a PROXY header describing this client: kept for
+    /// this client connection's next request only, never shared with other clients.
+    own: Option<(SocketAddr, TcpStream)>,
     key: RequestKey,
     cbuf: Buf,
     bbuf: Buf,
@@ -204,6 +214,7 @@ impl H1Service {
                 close: !b.pool.keepalive,
             })
             .collect();
+        let accept_proxy = Acceptor::new(cfg, Arc::clone(&balancers[0].stats));
         H1Service {
             pool: BackendPool::new(addrs),
             measure_latency: balancers
@@ -223,6 +234,7 @@ impl H1Service {
             response_buffer: cfg.buffer_responses,
             h2,
             spare: Spare::default(),
+            accept_proxy,
         }
     }
 
@@ -232,11 +244,28 @@ impl H1Service {
         peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        // From a trusted proxy: its PROXY header says who the client is, for everything below.
+        let (peer, local) = match &self.accept_proxy {
+            None => (peer, None),
+            Some(a) => match a.accept(&client, peer).await {
+                Ok(Some(x)) => (x.source, Some(x.destination)),
+                Ok(None) => (peer, None),
+                Err(proxy_protocol::Refused::Malformed(_)) => {
+                    // Not counted as a rejected request: proxy_protocol_rejected has it.
+                    write_local(&client, 400, "bad PROXY protocol header\n", true, false).await;
+                    return;
+                }
+                Err(_) => return,
+            },
+        };
         let b = self.spare.take(self.max_header_size);
         let mut c = Conn {
             client,
             peer: Peer::new(peer),
             peer_ip: peer.ip(),
+            peer_addr: peer,
+            local,
+            own: None,
             key: RequestKey {
                 client: Some(peer.ip()),
                 hash: None,
@@ -266,7 +295,7 @@ impl H1Service {
         });
         if let Some(prefix) = prefix {
             Arc::clone(&self.h2)
-                .serve(client, prefix, peer, shutdown)
+                .serve(client, prefix, peer, local, shutdown)
                 .await;
         }
     }
@@ -375,7 +404,8 @@ impl H1Service {
     /// `Some(x)`: a decision (a request, or `None` after an error reply). `None`: need more.
     async fn parse_request(&self, c: &mut Conn) -> Option<Option<RequestInfo>> {
         let client = &c.client;
-        let mut local = || client.local_addr().ok();
+        let announced = c.local;
+        let mut local = || announced.or_else(|| client.local_addr().ok());
         let rules = Rules {
             persist: self.persist_spec(),
             router: self.router.as_ref(),
@@ -511,12 +541,28 @@ impl H1Service {
                 let issue = p.chosen(pinned, id, client_ip, now);
                 persist_out(p, id, issue, &mut c.req_head, head_len)
             });
-            let mut pooled = self.pool.checkout(slot.backend().address);
+            let address = slot.backend().address;
+            // A pool that sends PROXY headers: only this client's own connection is reused.
+            let mut pooled = if pool.proxy_protocol.is_some() {
+                c.own
+                    .take()
+                    .filter(|(a, s)| *a == address && still_idle(s))
+                    .map(|(_, s)| s)
+            } else {
+                self.pool.checkout(address)
+            };
             // At most twice: a pooled connection, then a fresh one if that was found closed.
             loop {
                 let (backend, reused) = match pooled.take() {
                     Some(s) => (s, true),
-                    None => match connect(pool, slot.backend(), &self.timeouts).await {
+                    None => match connect(
+                        pool,
+                        slot.backend(),
+                        &self.timeouts,
+                        proxy_protocol::endpoints(pool, c.peer_addr, c.local, &c.client),
+                    )
+                    .await
+                    {
                         Ok(s) => (s, false),
                         Err(_) if avoid.is_full() => break 'backends,
                         Err(_) => continue 'backends,
@@ -813,7 +859,11 @@ impl H1Service {
             return Ok(Next::Close);
         }
         if resp.backend_keep_alive && c.bbuf.is_empty() {
-            self.pool.checkin(slot.backend().address, backend);
+            if balancer.pool.proxy_protocol.is_some() {
+                c.own = Some((slot.backend().address, backend));
+            } else {
+                self.pool.checkin(slot.backend().address, backend);
+            }
         }
         Ok(if client_keep_alive {
             Next::KeepAlive

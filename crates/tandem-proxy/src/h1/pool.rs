@@ -52,7 +52,7 @@ impl BackendPool {
 /// An idle connection must have nothing to read: readable means the backend closed it (or
 /// sent something unsolicited), either way it cannot carry a request. This asks the runtime's
 /// cached readiness, which epoll keeps current, so it costs no syscall.
-fn still_idle(s: &TcpStream) -> bool {
+pub(crate) fn still_idle(s: &TcpStream) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     matches!(s.poll_read_ready(&mut cx), Poll::Pending)
 }
