@@ -178,6 +178,7 @@ idle_timeout = "1h"
                 response_headers: HeaderOps::default(),
                 max_request_body: None,
                 max_connections: None,
+                udp: UdpFlows::default(),
             },
             Service {
                 name: "pg".into(),
@@ -198,6 +199,7 @@ idle_timeout = "1h"
                 response_headers: HeaderOps::default(),
                 max_request_body: None,
                 max_connections: None,
+                udp: UdpFlows::default(),
             },
         ],
     };
@@ -272,6 +274,7 @@ pool = "p"
             response_headers: HeaderOps::default(),
             max_request_body: None,
             max_connections: None,
+            udp: UdpFlows::default(),
         }],
     };
     let got = parse(src);
