@@ -20,7 +20,7 @@ use crate::metrics::TopologyCollector;
 pub struct ServiceInfo {
     pub name: String,
     pub listen: SocketAddr,
-    /// `"http"` or `"tcp"`, as written in the config.
+    /// `"http"`, `"tcp"` or `"udp"`, as written in the config.
     pub mode: &'static str,
     /// Name of the pool the service sends traffic to.
     pub pool: String,
@@ -42,6 +42,7 @@ pub fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Http => "http",
         Mode::Tcp => "tcp",
+        Mode::Udp => "udp",
     }
 }
 

@@ -219,6 +219,8 @@ pub enum Mode {
     Http,
     /// `tcp`: byte stream proxy; one backend choice per connection.
     Tcp,
+    /// `udp`: datagram proxy; one backend choice per flow (client address and port).
+    Udp,
 }
 
 impl Mode {
@@ -227,6 +229,7 @@ impl Mode {
         match self {
             Mode::Http => "http",
             Mode::Tcp => "tcp",
+            Mode::Udp => "udp",
         }
     }
 }
@@ -275,6 +278,8 @@ pub struct Service {
     /// client's everywhere; connections from elsewhere are served as direct clients. Default
     /// none (no header is ever read).
     pub accept_proxy_protocol: Vec<Cidr>,
+    /// `responses` / `max_flows` (udp).
+    pub udp: UdpFlows,
 }
 
 impl Service {
@@ -285,6 +290,37 @@ impl Service {
     /// Accepted `max_header_size` values, inclusive: below 1 KiB ordinary browsers fail, above
     /// 1 MiB a client could pin a lot of memory per connection.
     pub const MAX_HEADER_SIZE_RANGE: (usize, usize) = (1024, 1_048_576);
+}
+
+/// The udp-only keys of a `[[service]]` (flat keys, like the timeouts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpFlows {
+    /// `responses`: a flow is closed after this many datagrams from its backend (DNS: 1), which
+    /// frees its socket at once instead of at the idle timeout. Default none: flows end idle.
+    pub responses: Option<u32>,
+    /// `max_flows`: open flows per worker thread; a datagram that would open one more is
+    /// dropped (and counted). Default 65536.
+    pub max_flows: u32,
+}
+
+impl UdpFlows {
+    /// `max_flows` when the key is absent.
+    pub const DEFAULT_MAX_FLOWS: u32 = 65536;
+    /// Largest `max_flows`: every flow holds a socket, and a million per worker is already
+    /// more file descriptors than most systems allow.
+    pub const MAX_MAX_FLOWS: u32 = 1 << 20;
+    /// `idle_timeout` of a udp service when the key is absent: shorter than tcp's 60 s, since
+    /// a flow has no close of its own and most UDP exchanges are over in milliseconds.
+    pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
+}
+
+impl Default for UdpFlows {
+    fn default() -> Self {
+        UdpFlows {
+            responses: None,
+            max_flows: Self::DEFAULT_MAX_FLOWS,
+        }
+    }
 }
 
 /// Per-service timeouts (flat keys on `[[service]]`).
@@ -303,7 +339,8 @@ pub struct Timeouts {
     /// `response_timeout` (http): backend must start its response within this. Default 60s.
     pub response: Duration,
     /// `idle_timeout`: a connection with no traffic either way is closed. Default 60s
-    /// (http: keep-alive idle; tcp: no bytes either way).
+    /// (http: keep-alive idle; tcp: no bytes either way; udp: a flow with no datagram either
+    /// way, default 30s, see [`UdpFlows::DEFAULT_IDLE`]).
     pub idle: Duration,
 }
 

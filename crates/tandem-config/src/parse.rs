@@ -433,6 +433,8 @@ const SERVICE_KEYS: &[&str] = &[
     "tls",
     "https_redirect",
     "accept_proxy_protocol",
+    "responses",
+    "max_flows",
 ];
 const SERVICE_HTTP_ONLY: &[&str] = &[
     "tls",
@@ -447,6 +449,21 @@ const SERVICE_HTTP_ONLY: &[&str] = &[
     "response_headers",
     "max_request_body",
 ];
+/// Keys of tcp and http services that mean nothing to a udp one (beside the http-only keys),
+/// with why: a udp service has no connect and no connections.
+const SERVICE_NOT_UDP: &[(&str, &str)] = &[
+    ("connect_timeout", "a datagram needs no connect"),
+    ("connect_timeout_min", "a datagram needs no connect"),
+    (
+        "max_connections",
+        "flows are limited per worker with `max_flows`",
+    ),
+    (
+        "accept_proxy_protocol",
+        "the PROXY protocol is read on TCP connections only",
+    ),
+];
+const SERVICE_UDP_ONLY: &[&str] = &["responses", "max_flows"];
 
 /// Stands in for an address that failed to parse; never returned, since that error fails the
 /// whole parse.
@@ -809,6 +826,24 @@ fn proxy_protocol(
     Some(version)
 }
 
+/// `responses` and `max_flows` of a udp service.
+fn udp_flows(cx: &mut Cx, t: &Table) -> UdpFlows {
+    let d = UdpFlows::default();
+    UdpFlows {
+        responses: t
+            .opt(cx, "responses", |cx, p, v| u32_at_least(cx, p, v, 1))
+            .ok()
+            .flatten(),
+        max_flows: or(
+            t.opt(cx, "max_flows", |cx, p, v| {
+                integer(cx, p, v, 1, i128::from(UdpFlows::MAX_MAX_FLOWS))
+            })
+            .map(|n| n.and_then(|n| u32::try_from(n).ok())),
+            d.max_flows,
+        ),
+    }
+}
+
 fn retries(cx: &mut Cx, t: &Table) -> Retries {
     let d = Retries::default();
     let max = t.opt(cx, "retries", |cx, p, v| integer(cx, p, v, 0, 10));
@@ -921,6 +956,9 @@ fn backends(cx: &mut Cx, path: &str, v: &Value) -> Vec<Backend> {
 /// Who already listens where, for conflict messages.
 struct Listener {
     addr: SocketAddr,
+    /// A UDP socket (`mode = "udp"`); everything else (http, tcp, the admin API) is TCP, and
+    /// a TCP and a UDP socket on the same address do not conflict.
+    udp: bool,
     at: Option<usize>,
     owner: String,
 }
@@ -956,6 +994,7 @@ fn services(
     let mut listeners: Vec<Listener> = admin
         .map(|(addr, at)| Listener {
             addr,
+            udp: false,
             at,
             owner: match at {
                 Some(_) => "the admin API".to_string(),
@@ -972,10 +1011,32 @@ fn services(
         };
         let svc_name = named(cx, &mut t, "service", SERVICE_KEYS, &mut seen);
 
+        let mode = t.opt(cx, "mode", |cx, p, v| {
+            let s = string(cx, p, v)?;
+            match s {
+                "http" => Ok(Mode::Http),
+                "tcp" => Ok(Mode::Tcp),
+                "udp" => Ok(Mode::Udp),
+                _ => Err(cx.error(
+                    v.span().start,
+                    p,
+                    format!("unknown mode `{s}`; valid modes: http, tcp, udp"),
+                )),
+            }
+        });
+        // Keys that do not apply to the mode are only reported when the mode itself is valid:
+        // with a typo in `mode`, "applies only to..." would be noise.
+        let mode_ok = mode.is_ok();
+        let mode = or(mode, Mode::Http);
+        let udp = mode == Mode::Udp;
+
         let listen = t.req(cx, "listen", |cx, p, v| address(cx, p, v, Port0::Allowed));
         if let (Ok(addr), Some(v)) = (&listen, t.get("listen")) {
             let at = v.span().start;
-            if let Some(other) = listeners.iter().find(|l| conflicts(*addr, l.addr)) {
+            if let Some(other) = listeners
+                .iter()
+                .find(|l| l.udp == udp && conflicts(*addr, l.addr))
+            {
                 let place = other
                     .at
                     .map(|a| format!(" on line {}", cx.line(a)))
@@ -995,26 +1056,12 @@ fn services(
             }
             listeners.push(Listener {
                 addr: *addr,
+                udp,
                 at: Some(at),
                 owner: format!("service `{}`", svc_name.as_deref().unwrap_or("?")),
             });
             listens.push((*addr, at, t.key_path("listen")));
         }
-
-        let mode = t.opt(cx, "mode", |cx, p, v| {
-            let s = string(cx, p, v)?;
-            match s {
-                "http" => Ok(Mode::Http),
-                "tcp" => Ok(Mode::Tcp),
-                "udp" => Err(cx.error(v.span().start, p, "udp mode is not supported yet")),
-                _ => Err(cx.error(
-                    v.span().start,
-                    p,
-                    format!("unknown mode `{s}`; valid modes: http, tcp"),
-                )),
-            }
-        });
-        let mode = or(mode, Mode::Http);
 
         let pool = t.req(cx, "pool", |cx, p, v| {
             let s = string(cx, p, v)?;
@@ -1052,17 +1099,42 @@ fn services(
         }
 
         let mut skip = Vec::new();
-        if mode == Mode::Tcp {
+        if matches!(mode, Mode::Tcp | Mode::Udp) {
             // In tcp mode, header_timeout bounds the wait for a PROXY header, so it is
             // meaningful there only with accept_proxy_protocol.
-            let accepts_proxy = t.get("accept_proxy_protocol").is_some();
+            let accepts_proxy = mode == Mode::Tcp && t.get("accept_proxy_protocol").is_some();
             for key in SERVICE_HTTP_ONLY {
                 if *key == "header_timeout" && accepts_proxy {
                     continue;
                 }
                 if let Some(at) = t.key_at(key) {
-                    cx.error(at, &t.key_path(key), format!("`{key}` applies only to mode = \"http\"; this service is mode = \"tcp\""));
+                    cx.error(at, &t.key_path(key), format!("`{key}` applies only to mode = \"http\"; this service is mode = \"{}\"", mode.name()));
                     skip.push(*key);
+                }
+            }
+        }
+        if udp {
+            for (key, why) in SERVICE_NOT_UDP {
+                if let Some(at) = t.key_at(key) {
+                    cx.error(
+                        at,
+                        &t.key_path(key),
+                        format!("`{key}` does not apply to mode = \"udp\": {why}"),
+                    );
+                    skip.push(*key);
+                }
+            }
+        } else if mode_ok {
+            for key in SERVICE_UDP_ONLY {
+                if let Some(at) = t.key_at(key) {
+                    cx.error(
+                        at,
+                        &t.key_path(key),
+                        format!(
+                            "`{key}` applies only to mode = \"udp\"; this service is mode = \"{}\"",
+                            mode.name()
+                        ),
+                    );
                 }
             }
         }
@@ -1075,7 +1147,11 @@ fn services(
             }
         };
         let connect = timeout(cx, "connect_timeout", d.connect);
-        let connect_min = t.opt(cx, "connect_timeout_min", duration);
+        let connect_min = if skip.contains(&"connect_timeout_min") {
+            Ok(None)
+        } else {
+            t.opt(cx, "connect_timeout_min", duration)
+        };
         if let (Ok(Some(min)), Some(v)) = (&connect_min, t.get("connect_timeout_min")) {
             if *min > connect {
                 cx.error(
@@ -1091,7 +1167,11 @@ fn services(
             connect_min: or(connect_min, d.connect_min.min(connect)),
             header: timeout(cx, "header_timeout", d.header),
             response: timeout(cx, "response_timeout", d.response),
-            idle: timeout(cx, "idle_timeout", d.idle),
+            idle: timeout(
+                cx,
+                "idle_timeout",
+                if udp { UdpFlows::DEFAULT_IDLE } else { d.idle },
+            ),
         };
         let (lo, hi) = Service::MAX_HEADER_SIZE_RANGE;
         let max_header_size = if skip.contains(&"max_header_size") {
@@ -1111,6 +1191,27 @@ fn services(
             })
             .ok()
             .flatten();
+        // A udp flow carries nothing but its source address to persist on. (Dropped after the
+        // error, so the header kind's scheduler check below does not pile on.)
+        let persistence = match persistence {
+            Some(p) if udp && !matches!(p.kind, PersistenceKind::SourceIp { .. }) => {
+                let v = t.get("persistence");
+                let at = v
+                    .and_then(|v| match v.get_ref() {
+                        DeValue::Table(pt) => pt.get("kind").map(|k| k.span().start),
+                        _ => None,
+                    })
+                    .or(v.map(|v| v.span().start))
+                    .unwrap_or(t.at);
+                cx.error(
+                    at,
+                    &format!("{}.kind", t.key_path("persistence")),
+                    format!("{} persistence needs HTTP (mode = \"http\"); a udp service can persist by source_ip only", p.kind.name()),
+                );
+                None
+            }
+            p => p,
+        };
         // Header persistence hashes with the pool's own scheduler: it must be a hashing one.
         if let (
             Some(Persistence {
@@ -1167,13 +1268,21 @@ fn services(
         } else {
             None
         };
-        let max_connections = t
-            .opt(cx, "max_connections", |cx, p, v| {
+        let max_connections = if skip.contains(&"max_connections") {
+            None
+        } else {
+            t.opt(cx, "max_connections", |cx, p, v| {
                 integer(cx, p, v, 1, i128::from(u32::MAX))
             })
             .ok()
             .flatten()
-            .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        let udp_flows = if udp {
+            udp_flows(cx, &t)
+        } else {
+            UdpFlows::default()
+        };
         let tls = if http_key("tls") {
             t.opt(cx, "tls", tls::tls).ok().flatten()
         } else {
@@ -1216,6 +1325,7 @@ fn services(
             buffer_responses,
             tls,
             accept_proxy_protocol,
+            udp: udp_flows,
         });
     }
     out

@@ -303,12 +303,8 @@ fn unknown_enumerations() {
         format!("{POOL}[[service]]\nname = \"www\"\nlisten = \"127.0.0.1:8080\"\npool = \"web\"\nmode = \"{mode}\"\n")
     };
     one(
-        &svc("udp"),
-        "t.toml:8:8: service[www].mode: udp mode is not supported yet",
-    );
-    one(
         &svc("https"),
-        "t.toml:8:8: service[www].mode: unknown mode `https`; valid modes: http, tcp",
+        "t.toml:8:8: service[www].mode: unknown mode `https`; valid modes: http, tcp, udp",
     );
     one(
         &format!("{POOL}health = {{ kind = \"ping\" }}\n"),
@@ -492,7 +488,7 @@ backends = []
 [[service]]
 name = "www"
 listen = "127.0.0.1:8080"
-mode = "udp"
+mode = "ucp"
 pool = "wbe"
 
 [[service]]
@@ -513,7 +509,7 @@ idle_timeout = "0s"
         "t.toml:12:15: pool[web].backends[2].address: backend 127.0.0.1:8001 is listed twice in this pool (first as pool[web].backends[0])",
         "t.toml:16:8: pool[1].name: duplicate pool name `web`; first defined on line 6",
         "t.toml:17:12: pool[1].backends: pool has no backends; add at least one, e.g. { address = \"127.0.0.1:8001\" }",
-        "t.toml:22:8: service[www].mode: udp mode is not supported yet",
+        "t.toml:22:8: service[www].mode: unknown mode `ucp`; valid modes: http, tcp, udp",
         "t.toml:23:8: service[www].pool: no pool named `wbe`; did you mean `web`?",
         "t.toml:27:10: service[api].listen: listen address 127.0.0.1:8080 is already used by service `www` on line 21",
         "t.toml:29:16: service[api].idle_timeout: duration must be greater than zero; write a number and a unit (ms, s, m or h), e.g. \"500ms\", \"1.5s\", \"5m\" or \"1m30s\"",

@@ -188,6 +188,7 @@ idle_timeout = "1h"
                 buffer_responses: None,
                 tls: None,
                 accept_proxy_protocol: Vec::new(),
+                udp: UdpFlows::default(),
             },
             Service {
                 name: "pg".into(),
@@ -212,6 +213,7 @@ idle_timeout = "1h"
                 buffer_responses: None,
                 tls: None,
                 accept_proxy_protocol: Vec::new(),
+                udp: UdpFlows::default(),
             },
         ],
     };
@@ -293,6 +295,7 @@ pool = "p"
             buffer_responses: None,
             tls: None,
             accept_proxy_protocol: Vec::new(),
+            udp: UdpFlows::default(),
         }],
     };
     let got = parse(src);

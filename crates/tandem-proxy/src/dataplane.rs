@@ -39,7 +39,7 @@ pub struct BoundService {
     pub cfg: Service,
     /// The address actually bound (differs from the config when it asked for port 0).
     pub local_addr: SocketAddr,
-    sockets: Vec<std::net::TcpListener>,
+    sockets: Vec<listener::Bound>,
 }
 
 /// Bind every service's listeners for `workers` workers. Nothing is left bound on error.
@@ -60,11 +60,12 @@ pub fn bind(
             source,
         };
         let freebind = vips.contains(&svc.listen.ip());
-        let first = listener::bind(svc.listen, workers > 1, freebind).map_err(err)?;
+        let udp = svc.mode == Mode::Udp;
+        let first = listener::Bound::bind(svc.listen, udp, workers > 1, freebind).map_err(err)?;
         let local_addr = first.local_addr().map_err(err)?;
         let mut sockets = vec![first];
         for _ in 1..workers {
-            sockets.push(listener::bind(local_addr, true, freebind).map_err(err)?);
+            sockets.push(listener::Bound::bind(local_addr, udp, true, freebind).map_err(err)?);
         }
         out.push(BoundService {
             cfg: svc.clone(),
@@ -327,6 +328,26 @@ fn run_worker(
         let mut accept_loops = Vec::new();
         for (cfg, balancers, limit, tls, socket) in services {
             let balancer = Arc::clone(&balancers[0]);
+            let socket = match socket {
+                listener::Bound::Tcp(s) => s,
+                listener::Bound::Udp(s) => {
+                    // The service holds one "connection" until its flows have drained.
+                    let guard = open.enter();
+                    match crate::udp::UdpService::start(
+                        &cfg,
+                        balancer,
+                        s,
+                        shutdown.clone(),
+                        guard,
+                    ) {
+                        Ok(receive) => accept_loops.push(receive),
+                        Err(e) => {
+                            tracing::error!(service = %cfg.name, error = %e, "cannot register udp socket");
+                        }
+                    }
+                    continue;
+                }
+            };
             let listener = match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => l,
                 Err(e) => {
@@ -373,6 +394,8 @@ fn run_worker(
                     }
                 }
                 Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(&cfg, balancer))),
+                // Bound as a UDP socket, served above.
+                Mode::Udp => continue,
             };
             accept_loops.push(tokio::spawn(accept_loop(
                 cfg.name.clone(),
@@ -423,7 +446,7 @@ type WorkerService = (
     Vec<Arc<Balancer>>,
     Option<Arc<tokio::sync::Semaphore>>,
     Option<Arc<rustls::ServerConfig>>,
-    std::net::TcpListener,
+    listener::Bound,
 );
 
 async fn accept_loop(

@@ -1,4 +1,4 @@
-//! tandem's data plane: listeners, HTTP (hyper) and TCP proxying over the live backend set.
+//! tandem's data plane: listeners, HTTP (hyper), TCP and UDP proxying over the live backend set.
 //!
 //! Thread-per-core: every worker thread runs its own current-thread tokio runtime with its own
 //! `SO_REUSEPORT` listener socket per service and its own pool of idle backend connections, so
@@ -20,6 +20,7 @@ mod route;
 mod slot;
 mod tcp;
 mod tls;
+mod udp;
 mod upstream;
 
 pub use dataplane::{bind, BoundService, Dataplane, DataplaneError};

@@ -38,3 +38,58 @@ pub(crate) fn bind(
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
+
+/// The UDP socket of a `mode = "udp"` service: like [`bind`] (`SO_REUSEPORT` between workers,
+/// IPv6 only for IPv6 addresses, `IP_FREEBIND` for VIPs). With several workers the kernel
+/// hashes each datagram's addresses and ports onto one socket, so all datagrams of a flow
+/// reach the same worker.
+pub(crate) fn bind_udp(
+    addr: SocketAddr,
+    reuseport: bool,
+    freebind: bool,
+) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    if reuseport {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        if freebind {
+            socket.set_freebind_v6(true)?;
+        }
+    } else if freebind {
+        socket.set_freebind_v4(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A listening socket of either protocol, as bound before the workers start.
+pub(crate) enum Bound {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+impl Bound {
+    pub(crate) fn bind(
+        addr: SocketAddr,
+        udp: bool,
+        reuseport: bool,
+        freebind: bool,
+    ) -> io::Result<Bound> {
+        if udp {
+            bind_udp(addr, reuseport, freebind).map(Bound::Udp)
+        } else {
+            bind(addr, reuseport, freebind).map(Bound::Tcp)
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Bound::Tcp(s) => s.local_addr(),
+            Bound::Udp(s) => s.local_addr(),
+        }
+    }
+}

@@ -125,6 +125,31 @@ struct Conn {
     req_body: Option<Vec<u8>>,
     /// A response body read in full before it is sent (`buffer_responses`).
     resp_body: Vec<u8>,
+    /// The connection ends with part of a request body unread (an early answer): close it
+    /// gracefully (see [`linger`]).
+    linger: bool,
+}
+
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy the
+/// answer the client has not read yet (an early 413 during an upload). Like nginx's
+/// lingering close: send FIN, then read and discard what the client still sends, for a
+/// bounded time and amount, before closing.
+async fn linger(client: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LINGER_TIME: Duration = Duration::from_secs(5);
+    const LINGER_READ: Duration = Duration::from_secs(1);
+    const LINGER_BYTES: usize = 64 << 20;
+    let mut client = client;
+    let _ = client.shutdown().await;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 16 * 1024];
+    let mut total = 0;
+    while total < LINGER_BYTES && Instant::now() < deadline {
+        match tokio::time::timeout(LINGER_READ, client.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
 }
 
 /// What persistence adds for backend index `id`: the cookie work on the response, and in
@@ -276,6 +301,7 @@ impl H1Service {
             resp_head: b.resp_head,
             req_body: None,
             resp_body: Vec::new(),
+            linger: false,
         };
         let handoff = self.serve_requests(&mut c, &mut shutdown).await;
         let Conn {
@@ -284,6 +310,7 @@ impl H1Service {
             bbuf,
             req_head,
             resp_head,
+            linger: unread,
             ..
         } = c;
         let prefix = handoff.then(|| cbuf.filled().to_vec());
@@ -297,6 +324,8 @@ impl H1Service {
             Arc::clone(&self.h2)
                 .serve(client, prefix, peer, local, shutdown)
                 .await;
+        } else if unread {
+            linger(client).await;
         }
     }
 
@@ -461,6 +490,8 @@ impl H1Service {
     async fn proxy_request(&self, c: &mut Conn, info: RequestInfo) -> Next {
         // A local answer leaves an unread request body behind: then the connection must close.
         let close_after_local = !info.keep_alive || info.body != BodyLen::None;
+        // A local answer leaves the body unread: close gracefully.
+        c.linger = info.body != BodyLen::None;
         let replayable = info.body == BodyLen::None && info.idempotent;
         let balancer = match info.target {
             Target::Balancer(i) => match self.balancers.get(i) {
@@ -686,6 +717,8 @@ impl H1Service {
         match sent {
             Ok(n) => {
                 stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+                // The whole body went to the backend: nothing left unread.
+                c.linger = body_incomplete;
             }
             Err(CopyError::Write(_)) if reused && replayable => return Err(Failure::Stale),
             // The backend stopped reading (and probably answered already): read its answer.
@@ -856,6 +889,7 @@ impl H1Service {
             }
         }
         if body_incomplete {
+            c.linger = true;
             return Ok(Next::Close);
         }
         if resp.backend_keep_alive && c.bbuf.is_empty() {
