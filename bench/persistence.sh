@@ -2,8 +2,8 @@
 # bench/persistence.sh — session persistence and node-to-node replication, tandem vs HAProxy,
 # on 127.0.0.1. Results: bench/persistence/RESULTS.md; how to read them: bench/README.md.
 #
-#   bench/persistence.sh                        # full run: ROUNDS=3 DURATION=10 (~20 min)
-#   ROUNDS=1 DURATION=2 bench/persistence.sh    # smoke run (~3 min plus the builds)
+#   bench/persistence.sh                        # full run: ROUNDS=3 DURATION=10 (~10 min)
+#   ROUNDS=1 DURATION=2 bench/persistence.sh    # smoke run (~2 min plus the builds)
 #   PARTS=http bench/persistence.sh             # request path only (PARTS=repl: replication only)
 #
 # Part "http": the cost of persistence on the request path. One pool of two backends (one
@@ -133,9 +133,17 @@ kill_peer_haproxies() {   # safety net: HAProxy processes peers.py started and d
     : >"$PEER_PIDS"
 }
 
+BUILD_PID=""   # cargo while it builds (the subshell execs it): its rustc children go with it
+
 cleanup() {
     local rc=$? i pid
     set +e
+    if [[ -n "$BUILD_PID" ]] && kill -0 "$BUILD_PID" 2>/dev/null; then
+        for pid in $(pgrep -P "$BUILD_PID" 2>/dev/null); do   # rustc, build scripts
+            for i in $(pgrep -P "$pid" 2>/dev/null); do kill -TERM "$i" 2>/dev/null; done   # their linker
+            kill -TERM "$pid" 2>/dev/null
+        done
+    fi
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
         pid="${STARTED[$i]}"
         [[ -n "$pid" ]] && kill_pid "$pid"
@@ -216,10 +224,20 @@ want_tandem_http=0; has_part http && [[ " $TARGETS " == *" tandem "* ]] && want_
 want_tandem_repl=0; has_part repl && [[ " $REPL_TARGETS " == *" tandem "* ]] && want_tandem_repl=1
 # One cargo invocation for both binaries: built separately, `-p tandem` and `-p tandem-cluster`
 # resolve dependency features differently and rebuild each other's artifacts every time.
+# OUT_DIR (ours, when given in the environment) is kept from cargo: ring's build script tracks
+# a variable of that name, and a new value rebuilds half the workspace.
 if ((want_tandem_http || want_tandem_repl)) && [[ "$SKIP_BUILD" != 1 ]]; then
     log "building (cargo build --release -p tandem -p tandem-cluster --bin tandem --example replication)"
-    if (cd "$ROOT" && cargo build --release -p tandem -p tandem-cluster --bin tandem --example replication) \
-        >"$TMP/cargo.log" 2>&1; then
+    # in the background + wait, so that Ctrl-C/TERM stop the script at once, also mid-build
+    (cd "$ROOT" && exec env -u OUT_DIR cargo build --release -p tandem -p tandem-cluster --bin tandem --example replication) \
+        >"$TMP/cargo.log" 2>&1 &
+    BUILD_PID=$!
+    STARTED+=("$BUILD_PID")
+    build_rc=0
+    wait "$BUILD_PID" || build_rc=$?
+    forget_pid "$BUILD_PID"
+    BUILD_PID=""
+    if ((build_rc == 0)); then
         TANDEM_OK=1
         REPL_OK=1
     else
@@ -545,6 +563,8 @@ if has_part repl; then
     ((${#repl_targets[@]} > 0)) || die "no targets left for the repl part"
     cpu_args=()
     ((PIN_OK)) && cpu_args=(--cpu-a "$PROXY_CPU" --cpu-b "$CLIENT_CPU")
+    # peers.py itself (A's CLI driver, B's poller) is not pinned: on A's core, next to HAProxy's
+    # CLI parsing, it cannot feed 100k keys/s. Where it runs it can only take time from B.
     log "replication: ${repl_targets[*]} × ${REPL_LIST[*]} × $REPL_ROUNDS round(s)"
     for ((r = 1; r <= REPL_ROUNDS; r++)); do
         order=("${repl_targets[@]}")

@@ -23,8 +23,10 @@
 //! - `rate:R` — both nodes connected; R new entries per second on A (paced, in bursts every
 //!   ~0.2 ms) for `--duration` s. About every (R/`--samples`)-th key (random gaps, none in the
 //!   first `--warmup` s) and the last key are sampled: the poller looks them up in B's
-//!   table every `--poll-us` µs and records insert → present on B. Entries reach B in insert order (one inserter, one ordered log), so the poller
-//!   only needs to look at the oldest sample not seen yet.
+//!   table every `--poll-us` µs and records insert → present on B. Entries reach B in insert
+//!   order (one inserter, one ordered log), so the poller only needs to look at the oldest
+//!   sample not seen yet. The library's own view (`lag_ms`, `lag_entries`, `queued` of B's
+//!   `PeerStatus`) is sampled every 50 ms alongside.
 //! - `rate-ckpt:R` — the same with `state_dir` on both nodes (each writes its checkpoint
 //!   once a second while something changed).
 //! - `snapshot:N` — N entries on A while B is not running; then B starts: the time until B
@@ -35,6 +37,7 @@
 //!
 //! `--presize` (a diagnostic, not used by the script) grows both tables to the run's size
 //! before a rate run, so that no hash map or queue of the sticky table resizes during it.
+//! `REPLICATION_LAG_DUMP=FILE` writes a rate run's lag samples, in insert order, to FILE.
 //!
 //! Output: one tab-separated line per run on stdout (`--header` prints the column names
 //! first), progress on stderr.

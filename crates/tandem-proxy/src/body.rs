@@ -62,6 +62,8 @@ pub(crate) enum ProxyBody {
 pub(crate) struct Finish {
     pub(crate) sender: Sender,
     pub(crate) upstreams: Arc<Upstreams>,
+    /// The pool the connection was made for (its idle connections are kept per pool).
+    pub(crate) pool: Arc<tandem_balance::PoolRuntime>,
     pub(crate) addr: SocketAddr,
     pub(crate) slot: Slot,
 }
@@ -94,7 +96,7 @@ impl UpstreamBody {
                 .stats
                 .bytes_out
                 .fetch_add(self.bytes, Ordering::Relaxed);
-            f.upstreams.checkin(f.addr, f.sender);
+            f.upstreams.checkin(&f.pool.name, f.addr, f.sender);
         }
     }
 }

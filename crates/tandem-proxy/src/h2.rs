@@ -82,7 +82,7 @@ impl H2Service {
             .filter(|b| b.pool.proxy_protocol.is_some())
             .flat_map(backend_addrs)
             .collect();
-        let addrs: Vec<SocketAddr> = balancers
+        let addrs: Vec<(String, SocketAddr)> = balancers
             .iter()
             .flat_map(|b| {
                 b.pool
@@ -90,9 +90,10 @@ impl H2Service {
                     .iter()
                     .map(|x| x.address)
                     .chain(b.pool.sorry.as_ref().map(|s| s.address))
+                    .map(|a| (b.pool.name.clone(), a))
                     .collect::<Vec<_>>()
             })
-            .filter(|a| !private.contains(a))
+            .filter(|(_, a)| !private.contains(a))
             .collect();
         let tls = balancers
             .iter()
@@ -505,6 +506,7 @@ impl H2Service {
                 let finish = Finish {
                     sender,
                     upstreams: Arc::clone(&self.upstreams),
+                    pool: Arc::clone(&balancer.pool),
                     addr: backend.address,
                     slot,
                 };

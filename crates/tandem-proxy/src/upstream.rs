@@ -72,7 +72,10 @@ pub(crate) struct Failed {
 }
 
 pub(crate) struct Upstreams {
-    idle: HashMap<SocketAddr, Mutex<Vec<Sender>>>,
+    /// Per pool, then per backend address: a connection made for one pool (its TLS name and
+    /// verification, its protocol) is never reused for another pool that lists the same
+    /// address.
+    idle: HashMap<String, HashMap<SocketAddr, Mutex<Vec<Sender>>>>,
     timeouts: Timeouts,
     /// Per pool name: the TLS client configuration of pools with `tls`.
     tls: HashMap<String, Arc<rustls::ClientConfig>>,
@@ -170,25 +173,32 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 }
 
 impl Upstreams {
+    /// `addrs`: (pool name, backend address) pairs whose connections may be pooled.
     pub(crate) fn new(
-        addrs: impl IntoIterator<Item = SocketAddr>,
+        addrs: impl IntoIterator<Item = (String, SocketAddr)>,
         timeouts: Timeouts,
         tls: HashMap<String, Arc<rustls::ClientConfig>>,
     ) -> Self {
+        let mut idle: HashMap<String, HashMap<SocketAddr, Mutex<Vec<Sender>>>> = HashMap::new();
+        for (pool, a) in addrs {
+            idle.entry(pool)
+                .or_default()
+                .insert(a, Mutex::new(Vec::new()));
+        }
         Upstreams {
-            idle: addrs
-                .into_iter()
-                .map(|a| (a, Mutex::new(Vec::new())))
-                .collect(),
+            idle,
             timeouts,
             tls,
         }
     }
 
-    fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+    fn slot(&self, pool: &str, addr: SocketAddr) -> Option<&Mutex<Vec<Sender>>> {
+        self.idle.get(pool)?.get(&addr)
+    }
+
+    fn checkout(&self, pool: &str, addr: SocketAddr) -> Option<Sender> {
         let mut idle = self
-            .idle
-            .get(&addr)?
+            .slot(pool, addr)?
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         while let Some(s) = idle.pop() {
@@ -207,7 +217,7 @@ impl Upstreams {
     }
 
     /// Return a connection whose response has been read completely.
-    pub(crate) fn checkin(&self, addr: SocketAddr, sender: Sender) {
+    pub(crate) fn checkin(&self, pool: &str, addr: SocketAddr, sender: Sender) {
         if sender.is_closed() {
             return;
         }
@@ -215,7 +225,7 @@ impl Upstreams {
         if matches!(sender, Sender::H2(_)) {
             return;
         }
-        if let Some(idle) = self.idle.get(&addr) {
+        if let Some(idle) = self.slot(pool, addr) {
             let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < MAX_IDLE_PER_BACKEND {
                 idle.push(sender);
@@ -253,22 +263,22 @@ impl Upstreams {
                     ))
                 })?
                 .map_err(UpstreamError::Tls)?;
-                self.handshake(TokioIo::new(tls), pool.protocol, addr).await
+                self.handshake(TokioIo::new(tls), pool, addr).await
             }
-            None => self.handshake(TokioIo::new(tcp), pool.protocol, addr).await,
+            None => self.handshake(TokioIo::new(tcp), pool, addr).await,
         }
     }
 
     async fn handshake<I>(
         &self,
         io: I,
-        protocol: BackendProtocol,
+        pool: &PoolRuntime,
         addr: SocketAddr,
     ) -> Result<Sender, UpstreamError>
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        match protocol {
+        match pool.protocol {
             BackendProtocol::Http1 => {
                 let (sender, conn) = http1::Builder::new()
                     .handshake(io)
@@ -293,7 +303,7 @@ impl Upstreams {
                     }
                 });
                 let sender = Sender::H2(sender);
-                if let Some(idle) = self.idle.get(&addr) {
+                if let Some(idle) = self.slot(&pool.name, addr) {
                     // Shared by every request from now on (see `checkout`).
                     if let Sender::H2(s) = &sender {
                         idle.lock()
@@ -327,7 +337,7 @@ impl Upstreams {
         client: Option<Addresses>,
     ) -> Result<(Response<Incoming>, Sender), Failed> {
         loop {
-            let (mut sender, pooled) = match self.checkout(backend.address) {
+            let (mut sender, pooled) = match self.checkout(&pool.name, backend.address) {
                 Some(s) => (s, true),
                 None => match self.connect(pool, backend, client).await {
                     Ok(s) => (s, false),
