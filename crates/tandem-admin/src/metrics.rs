@@ -308,7 +308,7 @@ impl Collector for TopologyCollector {
             ("tandem_service_connections", "Client connections accepted.", |s| &s.connections),
             (
                 "tandem_service_rejected_requests",
-                "Requests refused before reaching a backend: malformed (400), head too large (431), method not allowed (405), head not finished in time (408).",
+                "Requests refused before reaching a backend: malformed (400), head too large (431), method not allowed (405), head not finished in time (408), body over max_request_body (413).",
                 |s| &s.rejected,
             ),
             (

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -20,33 +20,61 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// request (the client's `Incoming` was consumed by the first attempt, and cannot be made up).
 pub(crate) enum RequestBody {
     Client(Incoming),
+    /// A body of unknown length under `max_request_body`: the upload ends with an error once
+    /// more than `left` bytes arrived, and `exceeded` tells the service to answer 413 (a body
+    /// with a declared length is refused before any backend is involved).
+    Limited {
+        inner: Incoming,
+        left: u64,
+        exceeded: Arc<AtomicBool>,
+    },
     Empty,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds max_request_body")]
+pub(crate) struct BodyTooLarge;
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Limited {
+                inner,
+                left,
+                exceeded,
+            } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if len > *left {
+                        exceeded.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(BodyTooLarge.into())));
+                    }
+                    *left -= len;
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                other => other.map_err(Into::into),
+            },
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Client(b) | RequestBody::Limited { inner: b, .. } => b.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(b) => b.size_hint(),
+            RequestBody::Client(b) | RequestBody::Limited { inner: b, .. } => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

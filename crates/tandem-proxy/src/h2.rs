@@ -58,6 +58,8 @@ pub(crate) struct H2Service {
     timeouts: Timeouts,
     h2: http2::Builder<TokioExecutor>,
     measure_latency: bool,
+    /// `max_request_body`.
+    max_body: Option<u64>,
 }
 
 impl H2Service {
@@ -127,6 +129,7 @@ impl H2Service {
             upstreams,
             timeouts: cfg.timeouts.clone(),
             h2,
+            max_body: cfg.max_request_body,
         }
     }
 
@@ -287,7 +290,25 @@ impl H2Service {
         };
         // Only an idempotent request without a body may be sent again after a backend saw it.
         let replay = Replay::of(&req);
-        let mut req = req.map(RequestBody::Client);
+        let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut req = match self.max_body {
+            None => req.map(RequestBody::Client),
+            Some(max) => {
+                use hyper::body::Body as _;
+                let hint = req.body().size_hint();
+                if hint.lower() > max {
+                    return self.too_large();
+                }
+                match hint.exact() {
+                    Some(_) => req.map(RequestBody::Client),
+                    None => req.map(|inner| RequestBody::Limited {
+                        inner,
+                        left: max,
+                        exceeded: Arc::clone(&exceeded),
+                    }),
+                }
+            }
+        };
         let deadline = Instant::now() + self.timeouts.response;
         let pool = &balancer.pool;
         let mut avoid = Avoid::default();
@@ -348,6 +369,9 @@ impl H2Service {
                 }
             }
         }
+        if exceeded.load(Ordering::Relaxed) {
+            return self.too_large();
+        }
         match last {
             Some(error) => {
                 self.balancer
@@ -361,6 +385,12 @@ impl H2Service {
                 "no backend accepted the connection\n",
             ),
         }
+    }
+
+    /// `max_request_body` exceeded: refused and counted with the other rejected requests.
+    fn too_large(&self) -> Response<ProxyBody> {
+        self.balancer.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
     }
 
     /// Routing (as in the HTTP/1 engine): the balancer for the request and the route that

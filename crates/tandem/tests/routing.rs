@@ -190,6 +190,47 @@ async fn routing_table_rewrites_and_local_answers() {
     assert_eq!(r.status, 413);
     let r = get(&url("/upload"), &["-X", "POST", "--data-binary", "small"]).await;
     assert_eq!(r.status, 200);
+    // A chunked body has no declared length: it is cut off once it crosses the limit.
+    let chunked = [
+        "-X",
+        "POST",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+    ];
+    let r = get(&url("/upload"), &[&chunked[..], &[big.as_str()]].concat()).await;
+    assert_eq!(r.status, 413, "chunked body over the limit");
+    let r = get(&url("/upload"), &[&chunked[..], &["small"]].concat()).await;
+    assert_eq!(r.status, 200, "chunked body under the limit");
+    // h2c, with a declared length and without one.
+    for extra in [&[][..], &["-H", "Transfer-Encoding: chunked"][..]] {
+        let out = curl(
+            &[
+                &[
+                    "-s",
+                    "--http2-prior-knowledge",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ][..],
+                &["-X", "POST", "--data-binary", &big],
+                extra,
+                &[url("/upload").as_str()],
+            ]
+            .concat(),
+        )
+        .await;
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "413", "h2c {extra:?}");
+    }
+    // Every 413 is counted with the service's rejected requests (2 HTTP/1 + 2 h2c).
+    let m = get(&format!("http://{}/metrics", addr(n, 9900)), &[]).await;
+    let m = String::from_utf8_lossy(&m.body);
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("tandem_service_rejected_requests") && l.contains("\"www\""))
+        .unwrap_or_default();
+    assert!(line.ends_with(" 4"), "{line}");
 
     // h2c takes the same routes.
     let out = curl(&[

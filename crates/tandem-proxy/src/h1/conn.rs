@@ -698,6 +698,7 @@ impl H1Service {
                         false,
                         &c.req_head,
                         idle,
+                        self.max_body,
                     )
                     .await
                 }
@@ -721,6 +722,12 @@ impl H1Service {
                 c.linger = body_incomplete;
             }
             Err(CopyError::Write(_)) if reused && replayable => return Err(Failure::Stale),
+            // A chunked body grew past max_request_body: the backend got part of it, so its
+            // connection is dropped; the client gets 413 (and a lingering close).
+            Err(CopyError::TooLarge) => {
+                c.linger = true;
+                return Err(Failure::Respond(413, "request body too large\n"));
+            }
             // The backend stopped reading (and probably answered already): read its answer.
             Err(CopyError::Write(_)) if info.body != BodyLen::None => body_incomplete = true,
             Err(CopyError::Write(e)) => {
@@ -871,6 +878,7 @@ impl H1Service {
             dechunk,
             &c.resp_head,
             idle,
+            None,
         )
         .await
         {
@@ -1094,7 +1102,7 @@ impl H1Service {
     ) {
         let stats = &self.balancer.stats;
         match status {
-            400 | 405 | 408 | 431 => stats.rejected.fetch_add(1, Ordering::Relaxed),
+            400 | 405 | 408 | 413 | 431 => stats.rejected.fetch_add(1, Ordering::Relaxed),
             502 | 504 => stats.backend_errors.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };

@@ -19,11 +19,16 @@ pub(crate) enum CopyError {
     Truncated,
     #[error("chunked body: {0}")]
     Chunked(ChunkError),
+    #[error("body larger than max_request_body")]
+    TooLarge,
 }
 
 /// Forward a body from `src` (its first bytes may already be in `buf`) to `dst`. `head` is
 /// written before the body, in the same syscall when body bytes are at hand. With `dechunk`,
-/// a chunked body is sent as plain data (for HTTP/1.0 clients). Returns the body bytes sent.
+/// a chunked body is sent as plain data (for HTTP/1.0 clients). `max` bounds the data of a
+/// chunked body (declared lengths are checked with the head); the chunk that would cross it is
+/// not forwarded. Returns the body bytes sent.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn copy_body(
     src: &mut TcpStream,
     buf: &mut Buf,
@@ -32,6 +37,7 @@ pub(crate) async fn copy_body(
     dechunk: bool,
     head: &[u8],
     idle: Limit,
+    max: Option<u64>,
 ) -> Result<u64, CopyError> {
     let mut head = head;
     let mut sent = 0u64;
@@ -65,17 +71,22 @@ pub(crate) async fn copy_body(
         BodyLen::Chunked => {
             let mut scanner = Chunked::default();
             let mut plain = Vec::new();
+            let mut data = 0u64;
             loop {
                 if !buf.is_empty() {
                     plain.clear();
                     let filled = buf.filled();
                     let used = scanner
                         .scan(filled, |r| {
+                            data += r.len() as u64;
                             if dechunk {
                                 plain.extend_from_slice(&filled[r]);
                             }
                         })
                         .map_err(CopyError::Chunked)?;
+                    if max.is_some_and(|m| data > m) {
+                        return Err(CopyError::TooLarge);
+                    }
                     let out = if dechunk { &plain[..] } else { &filled[..used] };
                     write_all2(dst, head, out, idle)
                         .await
