@@ -115,6 +115,23 @@ pub struct BackendStats {
     pub latency_at_ns: AtomicU64,
 }
 
+impl BackendStats {
+    /// The totals of the same backend in the pool a reload replaced (`active` is not copied:
+    /// those requests finish, and are released, on the old pool).
+    pub(crate) fn inherit(&self, old: &BackendStats) {
+        let copy = |to: &AtomicU64, from: &AtomicU64| {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        copy(&self.total, &old.total);
+        copy(&self.failures, &old.failures);
+        copy(&self.ejections, &old.ejections);
+        copy(&self.bytes_in, &old.bytes_in);
+        copy(&self.bytes_out, &old.bytes_out);
+        copy(&self.latency_ewma_ns, &old.latency_ewma_ns);
+        copy(&self.latency_at_ns, &old.latency_at_ns);
+    }
+}
+
 /// What the admin API shows about a backend's health besides the state itself.
 #[derive(Debug, Clone, Default)]
 pub struct HealthDetail {

@@ -20,4 +20,4 @@ pub mod topology;
 pub use backend::{ActiveGuard, AdminState, BackendRuntime, BackendStats, Health, HealthDetail};
 pub use pool::{Avoid, Pick, PoolRuntime, SORRY_ID};
 pub use scheduler::{build as build_scheduler, Candidate, LoadView, RequestKey, Scheduler};
-pub use topology::{ServiceStats, Topology};
+pub use topology::{ServiceStats, SharedTopology, Topology};

@@ -87,6 +87,9 @@ impl Avoid {
 #[derive(Debug)]
 pub struct PoolRuntime {
     pub name: String,
+    /// The configuration it was built from: a reload keeps the pool (its health, counters and
+    /// open connections) when the new file says exactly the same.
+    pub config: PoolConfig,
     pub scheduler: SchedulerKind,
     pub backends: Vec<Arc<BackendRuntime>>,
     /// The sorry server, used only when no primary and no backup backend is eligible.
@@ -144,6 +147,7 @@ impl PoolRuntime {
         let selection = build_selection(cfg.scheduler, &backends, seed);
         PoolRuntime {
             name: cfg.name.clone(),
+            config: cfg.clone(),
             scheduler: cfg.scheduler,
             sorry: cfg
                 .sorry_server
@@ -427,6 +431,36 @@ impl PoolRuntime {
             self.rebuild_locked(now);
         }
         Some(old)
+    }
+
+    /// After a reload changed this pool's configuration: take over what the previous pool
+    /// knew of every backend that is still here (same address), so a weight change or a new
+    /// backend does not send the others back to "unknown" or forget an operator's drain.
+    /// Health and its detail, the operator state, an ejection, the weight in force (unless the
+    /// file changed that backend's weight) and the totals carry over; connections still open
+    /// on the old pool are not counted in the new one's `active`.
+    pub fn inherit(&self, old: &PoolRuntime, now: Instant) {
+        let _serial = lock(&self.rebuild);
+        for b in &self.backends {
+            let Some(o) = old.find(b.address) else {
+                continue;
+            };
+            b.swap_health(o.health());
+            b.set_admin_state(o.admin_state());
+            b.set_ejected(o.is_ejected());
+            if o.configured_weight == b.configured_weight {
+                b.store_weight(o.weight());
+            }
+            {
+                let from = lock(&o.life);
+                let mut to = lock(&b.life);
+                to.detail = from.detail.clone();
+                to.ejection = from.ejection.clone();
+                to.ramp_since = from.ramp_since;
+            }
+            b.stats.inherit(&o.stats);
+        }
+        self.rebuild_locked(now);
     }
 
     /// The backend at `address`, with its id.

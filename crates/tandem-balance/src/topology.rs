@@ -82,22 +82,52 @@ pub struct Topology {
     pub services: Vec<(String, Arc<ServiceStats>)>,
     /// The services with `persistence`, in configuration order.
     pub persistence: Vec<Arc<ServicePersistence>>,
+    /// The per-process random token key (services without `key` and no `[cluster]`), kept
+    /// across reloads so they do not invalidate every client's cookie.
+    generated: std::sync::OnceLock<Vec<u8>>,
 }
+
+/// The topology in force, replaced as a whole by a reload: readers `load()` it when they need
+/// it and keep what they loaded for the work at hand.
+pub type SharedTopology = Arc<arc_swap::ArcSwap<Topology>>;
 
 impl Topology {
     pub fn new(cfg: &Config) -> Self {
+        Self::reloaded(cfg, &Topology::default(), std::time::Instant::now())
+    }
+
+    /// The topology for `cfg` when `old` was in force. A pool whose configuration did not
+    /// change is kept as it is (the same `Arc`: health, counters, connections in flight, its
+    /// checker); a changed one is new but inherits what is known of the backends it still
+    /// has ([`PoolRuntime::inherit`]). Service counters are kept by name, and persistence is
+    /// kept when neither it nor its pool changed (else its table starts empty; tokens signed
+    /// with the same key stay valid).
+    pub fn reloaded(cfg: &Config, old: &Topology, now: std::time::Instant) -> Self {
         let pools: Vec<Arc<PoolRuntime>> = cfg
             .pools
             .iter()
-            .map(|p| Arc::new(PoolRuntime::new(p)))
+            .map(|p| match old.pool(&p.name) {
+                Some(o) if o.config == *p => Arc::clone(o),
+                Some(o) => {
+                    let new = PoolRuntime::new(p);
+                    new.inherit(o, now);
+                    Arc::new(new)
+                }
+                None => Arc::new(PoolRuntime::new(p)),
+            })
             .collect();
-        let generated = std::sync::OnceLock::new();
+        let generated = old.generated.clone();
         let persistence = cfg
             .services
             .iter()
             .filter_map(|s| {
                 let p = s.persistence.as_ref()?;
                 let pool = pools.iter().find(|x| x.name == s.pool)?;
+                if let Some(o) = old.persistence(&s.name) {
+                    if o.cfg == *p && Arc::ptr_eq(&o.pool, pool) {
+                        return Some(Arc::clone(o));
+                    }
+                }
                 let secret = token_secret(p, cfg, &generated);
                 Some(Arc::new(ServicePersistence::new(
                     &s.name,
@@ -112,9 +142,13 @@ impl Topology {
             services: cfg
                 .services
                 .iter()
-                .map(|s| (s.name.clone(), Arc::new(ServiceStats::default())))
+                .map(|s| {
+                    let stats = old.service_stats(&s.name).cloned().unwrap_or_default();
+                    (s.name.clone(), stats)
+                })
                 .collect(),
             persistence,
+            generated,
         }
     }
 
@@ -131,5 +165,71 @@ impl Topology {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, s)| s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AdminState, Health};
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    fn cfg(app: &str) -> Config {
+        let src = format!(
+            r#"
+[[pool]]
+name = "app"
+backends = [{app}]
+[[pool]]
+name = "other"
+backends = [{{ address = "127.0.0.1:9001" }}]
+[[service]]
+name = "www"
+listen = "127.0.0.1:8080"
+pool = "other"
+persistence = {{ kind = "cookie" }}
+"#
+        );
+        match tandem_config::parse_str(&src, "t.toml") {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_pools_and_carries_state_into_changed_ones() {
+        let now = Instant::now();
+        let a = r#"{ address = "127.0.0.1:8001" }, { address = "127.0.0.1:8002", weight = 2 }"#;
+        let old = Topology::new(&cfg(a));
+        let app = Arc::clone(&old.pools[0]);
+        app.set_health(0, Health::Down, "refused", now);
+        app.set_health(1, Health::Up, "ok", now);
+        app.set_admin_state(1, AdminState::Draining, now);
+        app.backends[1].stats.total.store(42, Ordering::Relaxed);
+        old.services[0].1.connections.store(7, Ordering::Relaxed);
+
+        // Same file: everything is the same object.
+        let same = Topology::reloaded(&cfg(a), &old, now);
+        assert!(Arc::ptr_eq(&same.pools[0], &old.pools[0]));
+        assert!(Arc::ptr_eq(&same.pools[1], &old.pools[1]));
+        assert!(Arc::ptr_eq(&same.persistence[0], &old.persistence[0]));
+
+        // A new backend in front and a weight change: "app" is rebuilt, "other" kept.
+        let b = r#"{ address = "127.0.0.1:8003" }, { address = "127.0.0.1:8002", weight = 5 }, { address = "127.0.0.1:8001" }"#;
+        let new = Topology::reloaded(&cfg(b), &old, now);
+        assert!(!Arc::ptr_eq(&new.pools[0], &old.pools[0]));
+        assert!(Arc::ptr_eq(&new.pools[1], &old.pools[1]));
+        assert!(Arc::ptr_eq(&new.persistence[0], &old.persistence[0]));
+        let p = &new.pools[0];
+        assert_eq!(p.backends[0].health(), Health::Unknown, "new backend");
+        assert_eq!(p.backends[1].health(), Health::Up);
+        assert_eq!(p.backends[1].admin_state(), AdminState::Draining);
+        assert_eq!(p.backends[1].weight(), 5, "the file's new weight wins");
+        assert_eq!(p.backends[1].stats.total.load(Ordering::Relaxed), 42);
+        assert_eq!(p.backends[2].health(), Health::Down);
+        assert!(!p.backends[2].in_rotation());
+        assert!(Arc::ptr_eq(&new.services[0].1, &old.services[0].1));
+        assert_eq!(new.services[0].1.connections.load(Ordering::Relaxed), 7);
     }
 }
