@@ -7,7 +7,8 @@
 //! ```no_run
 //! # async fn run(topology: std::sync::Arc<tandem_balance::Topology>) -> std::io::Result<()> {
 //! use std::sync::Arc;
-//! let state = Arc::new(tandem_admin::AdminState::new(topology, Vec::new(), env!("CARGO_PKG_VERSION")));
+//! let state = tandem_admin::AdminState::new(topology, Vec::new(), env!("CARGO_PKG_VERSION"));
+//! let state = Arc::new(arc_swap::ArcSwap::from_pointee(state));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9900").await?;
 //! let (stop, stopped) = tokio::sync::watch::channel(false);
 //! let server = tokio::spawn(tandem_admin::serve(listener, state, stopped));
@@ -30,6 +31,7 @@ pub mod view;
 
 pub use server::serve;
 pub use state::{
-    mode_name, ActionHook, AdminState, ClusterSource, OperatorAction, ServiceInfo, VrrpSource,
+    mode_name, ActionHook, AdminState, ClusterSource, OperatorAction, ReloadHook, ServiceInfo,
+    SharedAdmin, VrrpSource,
 };
 pub use view::VrrpView;

@@ -336,7 +336,7 @@ fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
     resp
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
@@ -355,7 +355,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
 
 /// Errors under `/api/` are JSON `{"error": "..."}` so API clients can always parse the body;
 /// elsewhere (`/metrics`, `/healthz`, typos) plain text is friendlier to curl.
-fn error(path: &str, status: StatusCode, message: String) -> Response<Full<Bytes>> {
+pub(crate) fn error(path: &str, status: StatusCode, message: String) -> Response<Full<Bytes>> {
     if path.starts_with("/api/") {
         #[derive(Serialize)]
         struct ErrorView {

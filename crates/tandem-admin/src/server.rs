@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::router;
-use crate::state::AdminState;
+use crate::state::{AdminState, SharedAdmin};
 
 /// Connections served at once; more are closed on accept. Enough for Prometheus, a dashboard
 /// and a few curls; small enough that a misbehaving client cannot eat the process's fds.
@@ -49,7 +49,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// listener that is unusable from the start.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AdminState>,
+    state: SharedAdmin,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
@@ -86,10 +86,11 @@ pub async fn serve(
                 }
                 let state = Arc::clone(&state);
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let state = Arc::clone(&state);
+                    let state = state.load_full();
                     async move {
                         let (parts, body) = req.into_parts();
                         let resp = match read_body(body).await {
+                            Ok(_) if parts.uri.path() == RELOAD => reload(&state, &parts.method).await,
                             Ok(body) => router::respond(&state, &parts.method, parts.uri.path(), &body),
                             Err(resp) => resp,
                         };
@@ -155,5 +156,35 @@ async fn wait_for_shutdown(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+const RELOAD: &str = "/api/v1/reload";
+
+/// `POST /api/v1/reload`: re-read the configuration file, as SIGHUP does, and answer with
+/// what changed (200) or why nothing did (422, the old configuration keeps running).
+async fn reload(state: &AdminState, method: &hyper::Method) -> Response<Full<Bytes>> {
+    if method != hyper::Method::POST {
+        return router::error(
+            RELOAD,
+            hyper::StatusCode::METHOD_NOT_ALLOWED,
+            "use POST".into(),
+        );
+    }
+    let Some(hook) = &state.on_reload else {
+        return router::error(
+            RELOAD,
+            hyper::StatusCode::NOT_FOUND,
+            "this process cannot reload (no configuration file)".into(),
+        );
+    };
+    match (hook.0)().await {
+        Ok(Ok(report)) => router::json(hyper::StatusCode::OK, &report),
+        Ok(Err(message)) => router::error(RELOAD, hyper::StatusCode::UNPROCESSABLE_ENTITY, message),
+        Err(_) => router::error(
+            RELOAD,
+            hyper::StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down".into(),
+        ),
     }
 }

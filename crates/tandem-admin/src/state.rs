@@ -46,11 +46,29 @@ pub fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
+/// The admin state in force: a reload stores a new one (new topology and services, the
+/// same hooks); each request reads the one current when it arrived.
+pub type SharedAdmin = Arc<arc_swap::ArcSwap<AdminState>>;
+
+/// Runs a reload and tells its outcome: the report as JSON, or why nothing changed.
+#[derive(Clone)]
+pub struct ReloadHook(
+    pub  Arc<
+        dyn Fn() -> tokio::sync::oneshot::Receiver<Result<serde_json::Value, String>> + Send + Sync,
+    >,
+);
+
+impl std::fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadHook")
+    }
+}
+
 /// Everything the admin server reads. Shared by all connections behind an `Arc`.
 ///
 /// Nothing here is copied from the data plane: pools, health and counters are read from the
 /// same atomics the proxies update, at request time, so the API never lags or double-counts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AdminState {
     /// The live pools, backends, health and counters.
     pub topology: Arc<Topology>,
@@ -67,6 +85,8 @@ pub struct AdminState {
     pub cluster: Option<ClusterSource>,
     /// Told of every operator action on a backend (the cluster replicates them).
     pub on_action: Option<ActionHook>,
+    /// `POST /api/v1/reload`.
+    pub on_reload: Option<ReloadHook>,
 }
 
 /// What an operator did to a backend through the API.
@@ -120,6 +140,22 @@ impl AdminState {
             vrrp: Vec::new(),
             cluster: None,
             on_action: None,
+            on_reload: None,
+        }
+    }
+
+    /// The same, with `POST /api/v1/reload` running `hook`.
+    pub fn with_reload(mut self, hook: ReloadHook) -> Self {
+        self.on_reload = Some(hook);
+        self
+    }
+
+    /// The state after a reload: the new topology and services, everything else as it was.
+    pub fn reloaded(&self, topology: Arc<Topology>, services: Vec<ServiceInfo>) -> Self {
+        AdminState {
+            topology,
+            services,
+            ..self.clone()
         }
     }
 

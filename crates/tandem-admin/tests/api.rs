@@ -50,34 +50,32 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
 /// Pool "web": two primaries (one IPv6) and a backup, with a sorry server.
 /// Pool "db": one backend, nothing checked yet. Pool "a.b-c": no backends.
 fn topology() -> Arc<Topology> {
-    Arc::new(Topology {
-        persistence: Vec::new(),
-        services: Vec::new(),
-        pools: vec![
-            Arc::new(PoolRuntime::new(&pool(
-                "web",
-                SchedulerKind::Wlc,
-                Some("127.0.0.1:8099"),
-                vec![
-                    backend("127.0.0.1:8001", 3, false, None),
-                    backend("[::1]:8002", 1, false, Some(10)),
-                    backend("127.0.0.1:8003", 1, true, None),
-                ],
-            ))),
-            Arc::new(PoolRuntime::new(&pool(
-                "db",
-                SchedulerKind::Rr,
-                None,
-                vec![backend("127.0.0.1:5432", 1, false, None)],
-            ))),
-            Arc::new(PoolRuntime::new(&pool(
-                "a.b-c",
-                SchedulerKind::Maglev,
-                None,
-                vec![],
-            ))),
-        ],
-    })
+    let mut t = Topology::default();
+    t.pools = vec![
+        Arc::new(PoolRuntime::new(&pool(
+            "web",
+            SchedulerKind::Wlc,
+            Some("127.0.0.1:8099"),
+            vec![
+                backend("127.0.0.1:8001", 3, false, None),
+                backend("[::1]:8002", 1, false, Some(10)),
+                backend("127.0.0.1:8003", 1, true, None),
+            ],
+        ))),
+        Arc::new(PoolRuntime::new(&pool(
+            "db",
+            SchedulerKind::Rr,
+            None,
+            vec![backend("127.0.0.1:5432", 1, false, None)],
+        ))),
+        Arc::new(PoolRuntime::new(&pool(
+            "a.b-c",
+            SchedulerKind::Maglev,
+            None,
+            vec![],
+        ))),
+    ];
+    Arc::new(t)
 }
 
 struct Server {
@@ -103,7 +101,11 @@ async fn start() -> Server {
             pool: "db".into(),
         },
     ];
-    let state = Arc::new(AdminState::new(Arc::clone(&topology), services, "9.8.7"));
+    let state = Arc::new(arc_swap::ArcSwap::from_pointee(AdminState::new(
+        Arc::clone(&topology),
+        services,
+        "9.8.7",
+    )));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = watch::channel(false);
@@ -504,7 +506,11 @@ async fn dropped_shutdown_sender_stops_the_server() {
 #[tokio::test]
 async fn already_shut_down_returns_at_once() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let state = Arc::new(AdminState::new(Arc::new(Topology::default()), vec![], "0"));
+    let state = Arc::new(arc_swap::ArcSwap::from_pointee(AdminState::new(
+        Arc::new(Topology::default()),
+        vec![],
+        "0",
+    )));
     let (_stop, stopped) = watch::channel(true);
     let res = tokio::time::timeout(Duration::from_secs(1), serve(listener, state, stopped))
         .await

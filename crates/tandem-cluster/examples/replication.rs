@@ -332,36 +332,40 @@ fn start_node(name: &str, cfg: &tandem_config::Config, cpu: Option<usize>) -> No
         Arc::clone(&final_ckpt_ns),
         name.to_string(),
     );
-    let thread = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let tid = thread_tid();
-            pin(tid, cpu, &label);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let mut stop = stop_rx.clone();
-                let node = match Node::start(&cluster, t2, stop_rx).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        return;
+    let thread =
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let tid = thread_tid();
+                pin(tid, cpu, &label);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(async move {
+                    let mut stop = stop_rx.clone();
+                    let node =
+                        match Node::start(&cluster, Arc::new(arc_swap::ArcSwap::new(t2)), stop_rx)
+                            .await
+                        {
+                            Ok(n) => n,
+                            Err(e) => {
+                                let _ = tx.send(Err(e.to_string()));
+                                return;
+                            }
+                        };
+                    let _ = tx.send(Ok((Arc::clone(&node), tid)));
+                    let _ = stop.wait_for(|s| *s).await;
+                    // As the daemon stops: the last changes, then the final checkpoint.
+                    let t = Instant::now();
+                    node.collect_once();
+                    if let Err(e) = node.write_checkpoint() {
+                        eprintln!("replication: {label}: final checkpoint failed: {e}");
                     }
-                };
-                let _ = tx.send(Ok((Arc::clone(&node), tid)));
-                let _ = stop.wait_for(|s| *s).await;
-                // As the daemon stops: the last changes, then the final checkpoint.
-                let t = Instant::now();
-                node.collect_once();
-                if let Err(e) = node.write_checkpoint() {
-                    eprintln!("replication: {label}: final checkpoint failed: {e}");
-                }
-                f2.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            });
-        })
-        .expect("spawn node thread");
+                    f2.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                });
+            })
+            .expect("spawn node thread");
     match rx.recv() {
         Ok(Ok((node, tid))) => NodeHandle {
             node,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ring::rand::SecureRandom;
 use tandem_balance::sticky::Change;
-use tandem_balance::{AdminState, Topology};
+use tandem_balance::{AdminState, SharedTopology};
 use tandem_config::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -144,7 +144,7 @@ pub struct Node {
     pub server: Arc<ServerStatus>,
     pub listen: SocketAddr,
     secret: Arc<Vec<u8>>,
-    topology: Arc<Topology>,
+    topology: SharedTopology,
     /// Set when something was applied or collected since the last checkpoint.
     dirty: AtomicBool,
     state_dir: Option<PathBuf>,
@@ -155,7 +155,7 @@ impl Node {
     /// is one, and starts every task on the current runtime until `stop`.
     pub async fn start(
         cfg: &Cluster,
-        topology: Arc<Topology>,
+        topology: SharedTopology,
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<Arc<Node>> {
         let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
@@ -349,14 +349,14 @@ impl Node {
         let now = Instant::now();
         let wall = wall_ms();
         let mut out = Vec::new();
-        for p in &self.topology.persistence {
+        for p in &self.topology.load().persistence {
             if let Some(t) = &p.sticky {
                 for c in t.snapshot(now) {
                     out.push(sticky_record(&p.service, &c, wall));
                 }
             }
         }
-        for pool in &self.topology.pools {
+        for pool in &self.topology.load().pools {
             for b in pool.backends.iter() {
                 let action = match b.admin_state() {
                     AdminState::Enabled => continue,
@@ -389,7 +389,7 @@ impl Node {
     /// One collection pass (also run by tests and before a checkpoint).
     pub fn collect_once(&self) {
         let wall = wall_ms();
-        for p in &self.topology.persistence {
+        for p in &self.topology.load().persistence {
             let changes = p.take_changes();
             if changes.is_empty() {
                 continue;
@@ -579,7 +579,7 @@ impl Node {
                 backend,
                 last_seen_ms,
             } => {
-                if let Some(p) = self.topology.persistence(service) {
+                if let Some(p) = self.topology.load().persistence(service) {
                     let idle = Duration::from_millis(wall_ms().saturating_sub(*last_seen_ms));
                     p.apply(
                         &Change {
@@ -596,7 +596,8 @@ impl Node {
                 backend,
                 action,
             } => {
-                let Some(pool) = self.topology.pool(pool) else {
+                let topology = self.topology.load();
+                let Some(pool) = topology.pool(pool) else {
                     return;
                 };
                 let Some(b) = pool.find(*backend) else {
@@ -637,7 +638,7 @@ impl Node {
         }
         // What was restored was not made here: keep it out of this node's log (its peers
         // have it already), and out of the next checkpoint's "dirty".
-        for p in &self.topology.persistence {
+        for p in &self.topology.load().persistence {
             p.take_changes();
         }
         tracing::info!(records = n, "cluster: restored the checkpoint");

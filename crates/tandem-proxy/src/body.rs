@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -20,20 +20,11 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// request (the client's `Incoming` was consumed by the first attempt, and cannot be made up).
 pub(crate) enum RequestBody {
     Client(Incoming),
-    /// A body of unknown length under `max_request_body`: the upload ends with an error once
-    /// more than `left` bytes arrived, and `exceeded` tells the service to answer 413 (a body
-    /// with a declared length is refused before any backend is involved).
-    Limited {
-        inner: Incoming,
-        left: u64,
-        exceeded: Arc<AtomicBool>,
-    },
+    /// A body read in full before a backend was chosen (a body of unknown length under
+    /// `max_request_body`).
+    Buffered(Option<Bytes>),
     Empty,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("request body exceeds max_request_body")]
-pub(crate) struct BodyTooLarge;
 
 impl Body for RequestBody {
     type Data = Bytes;
@@ -45,43 +36,34 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            RequestBody::Limited {
-                inner,
-                left,
-                exceeded,
-            } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-                    if len > *left {
-                        exceeded.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(BodyTooLarge.into())));
-                    }
-                    *left -= len;
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                other => other.map_err(Into::into),
-            },
+            RequestBody::Buffered(d) => Poll::Ready(d.take().map(|d| Ok(Frame::data(d)))),
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(b) | RequestBody::Limited { inner: b, .. } => b.is_end_stream(),
+            RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Buffered(d) => d.is_none(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(b) | RequestBody::Limited { inner: b, .. } => b.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Client(b) => b.size_hint(),
+            RequestBody::Buffered(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            RequestBody::Buffered(None) | RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
 }
 
 pub(crate) enum ProxyBody {
     Local(Option<Bytes>),
+    /// A local answer to a request whose body is refused unread: the body is held until the
+    /// answer is sent, so HTTP/2 ends the stream after the response (not with a reset before
+    /// it, which clients report as an error instead of the status).
+    Refused(Option<Bytes>, #[allow(dead_code)] Incoming),
     Upstream(UpstreamBody),
 }
 
@@ -155,7 +137,9 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Local(data) | ProxyBody::Refused(data, _) => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
             ProxyBody::Upstream(up) => {
                 let r = Pin::new(&mut up.inner).poll_frame(cx);
                 match &r {
@@ -186,15 +170,17 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Local(d) => d.is_none(),
+            ProxyBody::Local(d) | ProxyBody::Refused(d, _) => d.is_none(),
             ProxyBody::Upstream(up) => up.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
-            ProxyBody::Local(None) => SizeHint::with_exact(0),
+            ProxyBody::Local(Some(d)) | ProxyBody::Refused(Some(d), _) => {
+                SizeHint::with_exact(d.len() as u64)
+            }
+            ProxyBody::Local(None) | ProxyBody::Refused(None, _) => SizeHint::with_exact(0),
             ProxyBody::Upstream(up) => up.inner.size_hint(),
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tandem_balance::{ServiceStats, Topology};
 use tandem_config::{Mode, Service};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::h1::H1Service;
 use crate::h2::H2Service;
@@ -32,6 +32,8 @@ pub enum DataplaneError {
     Thread(io::Error),
     #[error("service `{service}`: {error}")]
     Tls { service: String, error: String },
+    #[error("service `{service}`: no listener is open on {addr}")]
+    NotBound { service: String, addr: SocketAddr },
 }
 
 /// A service whose listening sockets are bound (one per worker), not yet accepting.
@@ -184,8 +186,142 @@ impl TlsHandler {
 pub struct Dataplane {
     threads: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
-    /// Certificate reloading (services with `tls`).
+    /// Each worker's command queue (reloads).
+    workers: Vec<mpsc::UnboundedSender<Command>>,
+    /// The plans being served (a reload compares against these).
+    running: std::sync::Mutex<Vec<Arc<Plan>>>,
+    /// The certificates the reloader thread watches (replaced by a reload).
+    certificates: Arc<std::sync::Mutex<Vec<Arc<crate::tls::Certificates>>>>,
+    /// Certificate reloading.
     reloader: Option<(JoinHandle<()>, Arc<std::sync::atomic::AtomicBool>)>,
+}
+
+/// Everything a worker needs to serve a service except its socket: built once for all workers
+/// (the balancers are shared: the `max_connections` queue must see slots released on any
+/// thread).
+struct Plan {
+    cfg: Service,
+    balancers: Vec<Arc<Balancer>>,
+    limit: Option<Arc<tokio::sync::Semaphore>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    certs: Option<Arc<crate::tls::Certificates>>,
+}
+
+impl Plan {
+    fn new(cfg: &Service, topology: &Topology) -> Result<Plan, DataplaneError> {
+        let unknown = |pool: &str| DataplaneError::UnknownPool {
+            service: cfg.name.clone(),
+            pool: pool.to_string(),
+        };
+        let pool = topology.pool(&cfg.pool).ok_or_else(|| unknown(&cfg.pool))?;
+        let stats = topology
+            .service_stats(&cfg.name)
+            .cloned()
+            .unwrap_or_default();
+        let persist = topology.persistence(&cfg.name).cloned();
+        // Balancer 0 serves the service's pool (with its persistence and counters); one more
+        // per other pool its routes name, in the router's order.
+        let mut balancers = vec![Arc::new(Balancer::new(
+            Arc::clone(pool),
+            Arc::clone(&stats),
+            persist,
+        ))];
+        if !cfg.routes.is_empty() {
+            let router = crate::route::Router::new(
+                &cfg.routes,
+                &cfg.pool,
+                &cfg.request_headers,
+                &cfg.response_headers,
+            );
+            for name in router.pools.iter().skip(1) {
+                let p = topology.pool(name).ok_or_else(|| unknown(name))?;
+                balancers.push(Arc::new(Balancer::new(
+                    Arc::clone(p),
+                    Arc::clone(&stats),
+                    None,
+                )));
+            }
+        }
+        // max_connections: one limit for the service across all workers.
+        let limit = cfg
+            .max_connections
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)));
+        let (tls, certs) = match &cfg.tls {
+            Some(t) => {
+                let certs = crate::tls::Certificates::load(t).map_err(|e| DataplaneError::Tls {
+                    service: cfg.name.clone(),
+                    error: e,
+                })?;
+                (Some(crate::tls::server_config(t, &certs)), Some(certs))
+            }
+            None => (None, None),
+        };
+        Ok(Plan {
+            cfg: cfg.clone(),
+            balancers,
+            limit,
+            tls,
+            certs,
+        })
+    }
+
+    /// Whether serving `new` (with `topology`) needs a new plan: its configuration changed,
+    /// or one of its pools was rebuilt by the reload.
+    fn outdated(&self, new: &Service, topology: &Topology) -> bool {
+        self.cfg != *new
+            || self.balancers.iter().any(|b| {
+                topology
+                    .pool(&b.pool.name)
+                    .is_none_or(|p| !Arc::ptr_eq(p, &b.pool))
+            })
+            || topology
+                .service_stats(&new.name)
+                .is_none_or(|s| !Arc::ptr_eq(s, &self.balancers[0].stats))
+            || match (topology.persistence(&new.name), &self.balancers[0].persist) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                (None, None) => false,
+                _ => true,
+            }
+    }
+}
+
+/// What a reload asks of each worker.
+enum Command {
+    /// Serve a service: a new one (with its socket), or a new plan for one already served on
+    /// the same address (`socket` is `None`): new connections use the new plan, open ones
+    /// finish their current request on the old one and close.
+    Serve {
+        plan: Arc<Plan>,
+        socket: Option<listener::Bound>,
+    },
+    /// Stop accepting on this address; open connections finish (the worker's drain).
+    Stop(SocketAddr),
+}
+
+/// What a reload did to the data plane, for the log and the API.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// The addresses a reload must bind (services on an address not served yet), and which
+/// running services it stops. Pure, so the daemon can bind before changing anything.
+pub fn reload_plan(running: &[Service], new: &[Service]) -> (Vec<Service>, Vec<Service>) {
+    let same = |a: &Service, b: &Service| a.listen == b.listen && a.mode == b.mode;
+    let to_bind = new
+        .iter()
+        .filter(|n| !running.iter().any(|r| same(r, n)))
+        .cloned()
+        .collect();
+    let to_stop = running
+        .iter()
+        .filter(|r| !new.iter().any(|n| same(r, n)))
+        .cloned()
+        .collect();
+    (to_bind, to_stop)
 }
 
 impl Dataplane {
@@ -195,102 +331,148 @@ impl Dataplane {
         topology: &Topology,
         drain_timeout: Duration,
     ) -> Result<Self, DataplaneError> {
-        let workers = bound.first().map_or(1, |b| b.sockets.len());
-        // Balancers are shared by all workers: the `max_connections` queue must see slots
-        // released on any thread.
+        let workers = bound.first().map_or(1, |b| b.sockets.len()).max(1);
         let mut plans = Vec::with_capacity(bound.len());
-        let mut all_certs = Vec::new();
         for b in bound {
-            let pool = topology
-                .pool(&b.cfg.pool)
-                .ok_or_else(|| DataplaneError::UnknownPool {
-                    service: b.cfg.name.clone(),
-                    pool: b.cfg.pool.clone(),
-                })?;
-            let stats = topology
-                .service_stats(&b.cfg.name)
-                .cloned()
-                .unwrap_or_default();
-            let persist = topology.persistence(&b.cfg.name).cloned();
-            // Balancer 0 serves the service's pool (with its persistence and counters); one
-            // more per other pool its routes name, in the router's order.
-            let mut balancers = vec![Arc::new(Balancer::new(
-                Arc::clone(pool),
-                Arc::clone(&stats),
-                persist,
-            ))];
-            if !b.cfg.routes.is_empty() {
-                let router = crate::route::Router::new(
-                    &b.cfg.routes,
-                    &b.cfg.pool,
-                    &b.cfg.request_headers,
-                    &b.cfg.response_headers,
-                );
-                for name in router.pools.iter().skip(1) {
-                    let p = topology
-                        .pool(name)
-                        .ok_or_else(|| DataplaneError::UnknownPool {
-                            service: b.cfg.name.clone(),
-                            pool: name.clone(),
-                        })?;
-                    balancers.push(Arc::new(Balancer::new(
-                        Arc::clone(p),
-                        Arc::clone(&stats),
-                        None,
-                    )));
-                }
-            }
-            // max_connections: one limit for the service across all workers.
-            let limit = b
-                .cfg
-                .max_connections
-                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)));
-            let tls = match &b.cfg.tls {
-                Some(t) => {
-                    let certs =
-                        crate::tls::Certificates::load(t).map_err(|e| DataplaneError::Tls {
-                            service: b.cfg.name.clone(),
-                            error: e,
-                        })?;
-                    let config = crate::tls::server_config(t, &certs);
-                    all_certs.push(certs);
-                    Some(config)
-                }
-                None => None,
-            };
-            plans.push((b.cfg, balancers, limit, tls, b.sockets));
+            plans.push((Arc::new(Plan::new(&b.cfg, topology)?), b.sockets));
         }
-        let mut per_worker: Vec<Vec<WorkerService>> = (0..workers).map(|_| Vec::new()).collect();
-        for (cfg, balancers, limit, tls, sockets) in plans {
-            for (w, s) in sockets.into_iter().enumerate() {
-                per_worker[w].push((
-                    cfg.clone(),
-                    balancers.clone(),
-                    limit.clone(),
-                    tls.clone(),
-                    s,
-                ));
+        let certificates = Arc::new(std::sync::Mutex::new(
+            plans.iter().filter_map(|(p, _)| p.certs.clone()).collect(),
+        ));
+        let running = plans.iter().map(|(p, _)| Arc::clone(p)).collect();
+        let mut queues = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::unbounded_channel();
+            queues.push(tx);
+            receivers.push(rx);
+        }
+        for (plan, sockets) in plans {
+            for (w, socket) in sockets.into_iter().enumerate() {
+                if let Some(q) = queues.get(w) {
+                    let _ = q.send(Command::Serve {
+                        plan: Arc::clone(&plan),
+                        socket: Some(socket),
+                    });
+                }
             }
         }
         let stop_reload = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let reloader = crate::tls::spawn_reloader(all_certs, Arc::clone(&stop_reload))
-            .map_err(DataplaneError::Thread)?
-            .map(|t| (t, stop_reload));
+        let reloader =
+            crate::tls::spawn_reloader(Arc::clone(&certificates), Arc::clone(&stop_reload))
+                .map_err(DataplaneError::Thread)?;
         let (tx, rx) = watch::channel(false);
         let mut threads = Vec::with_capacity(workers);
-        for (i, services) in per_worker.into_iter().enumerate() {
+        for (i, commands) in receivers.into_iter().enumerate() {
             let rx = rx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("tandem-worker-{i}"))
-                .spawn(move || run_worker(services, rx, drain_timeout))
+                .spawn(move || run_worker(commands, rx, drain_timeout))
                 .map_err(DataplaneError::Thread)?;
             threads.push(t);
         }
         Ok(Dataplane {
             threads,
             shutdown: tx,
-            reloader,
+            workers: queues,
+            running: std::sync::Mutex::new(running),
+            certificates,
+            reloader: Some((reloader, stop_reload)),
         })
+    }
+
+    /// The services being served, as configured.
+    pub fn services(&self) -> Vec<Service> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|p| p.cfg.clone())
+            .collect()
+    }
+
+    /// Apply a new set of services. `bound` are the listeners [`reload_plan`] said to bind
+    /// (bound by the caller, for as many workers as run); every other new service is served on
+    /// the listener already open for its address, with a new plan when its configuration or
+    /// one of its pools changed. Listeners whose address is gone stop accepting and drain.
+    /// Plans are built before anything changes, so an error (a certificate that no longer
+    /// loads) leaves the running services as they were.
+    pub fn reload(
+        &self,
+        services: &[Service],
+        bound: Vec<BoundService>,
+        topology: &Topology,
+    ) -> Result<ReloadReport, DataplaneError> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut report = ReloadReport::default();
+        let mut bound = bound;
+        // (plan, sockets when the address is new, whether the workers must be told)
+        let mut next: Vec<(Arc<Plan>, Option<Vec<listener::Bound>>, bool)> = Vec::new();
+        for svc in services {
+            if let Some(i) = bound.iter().position(|b| b.cfg.listen == svc.listen) {
+                let b = bound.swap_remove(i);
+                next.push((Arc::new(Plan::new(svc, topology)?), Some(b.sockets), true));
+                report.added.push(svc.name.clone());
+                continue;
+            }
+            let old = running
+                .iter()
+                .find(|r| r.cfg.listen == svc.listen && r.cfg.mode == svc.mode)
+                .ok_or_else(|| DataplaneError::NotBound {
+                    service: svc.name.clone(),
+                    addr: svc.listen,
+                })?;
+            if old.outdated(svc, topology) {
+                next.push((Arc::new(Plan::new(svc, topology)?), None, true));
+                report.changed.push(svc.name.clone());
+            } else {
+                next.push((Arc::clone(old), None, false));
+                report.unchanged.push(svc.name.clone());
+            }
+        }
+        let (_, to_stop) = reload_plan(
+            &running.iter().map(|p| p.cfg.clone()).collect::<Vec<_>>(),
+            services,
+        );
+        for stop in &to_stop {
+            for q in &self.workers {
+                let _ = q.send(Command::Stop(stop.listen));
+            }
+            report.removed.push(stop.name.clone());
+        }
+        let mut plans = Vec::with_capacity(next.len());
+        for (plan, sockets, tell) in next {
+            match sockets {
+                Some(sockets) => {
+                    for (q, socket) in self.workers.iter().zip(sockets) {
+                        let _ = q.send(Command::Serve {
+                            plan: Arc::clone(&plan),
+                            socket: Some(socket),
+                        });
+                    }
+                }
+                None if tell => {
+                    for q in &self.workers {
+                        let _ = q.send(Command::Serve {
+                            plan: Arc::clone(&plan),
+                            socket: None,
+                        });
+                    }
+                }
+                None => {}
+            }
+            plans.push(plan);
+        }
+        *self
+            .certificates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            plans.iter().filter_map(|p| p.certs.clone()).collect();
+        *running = plans;
+        Ok(report)
     }
 
     /// Stop accepting, let open connections finish for up to the drain timeout, then stop.
@@ -306,9 +488,8 @@ impl Dataplane {
         }
     }
 }
-
 fn run_worker(
-    services: Vec<WorkerService>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     mut shutdown: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
@@ -325,91 +506,53 @@ fn run_worker(
     rt.block_on(async move {
         tokio::spawn(timer_floor());
         let open = Arc::new(OpenConnections::default());
-        let mut accept_loops = Vec::new();
-        for (cfg, balancers, limit, tls, socket) in services {
-            let balancer = Arc::clone(&balancers[0]);
-            let socket = match socket {
-                listener::Bound::Tcp(s) => s,
-                listener::Bound::Udp(s) => {
-                    // The service holds one "connection" until its flows have drained.
-                    let guard = open.enter();
-                    match crate::udp::UdpService::start(
-                        &cfg,
-                        balancer,
-                        s,
-                        shutdown.clone(),
-                        guard,
-                    ) {
-                        Ok(receive) => accept_loops.push(receive),
-                        Err(e) => {
-                            tracing::error!(service = %cfg.name, error = %e, "cannot register udp socket");
-                        }
-                    }
-                    continue;
-                }
+        let mut served: Vec<Served> = Vec::new();
+        loop {
+            let command = tokio::select! {
+                biased;
+                _ = crate::stopped(&mut shutdown) => break,
+                c = commands.recv() => match c {
+                    Some(c) => c,
+                    None => break,
+                },
             };
-            let listener = match tokio::net::TcpListener::from_std(socket) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(service = %cfg.name, error = %e, "cannot register listener");
-                    continue;
-                }
-            };
-            let stats = Arc::clone(&balancer.stats);
-            let handler = match cfg.mode {
-                Mode::Http => {
-                    let router = || {
-                        (!cfg.routes.is_empty()).then(|| {
-                            crate::route::Router::new(
-                                &cfg.routes,
-                                &cfg.pool,
-                                &cfg.request_headers,
-                                &cfg.response_headers,
-                            )
-                        })
-                    };
-                    let h2 = Arc::new(H2Service::new(&cfg, balancers.clone(), router()));
-                    match tls {
-                        Some(config) => Handler::Tls(Arc::new(TlsHandler {
-                            acceptor: tokio_rustls::TlsAcceptor::from(config),
-                            svc: h2,
-                            handshake_timeout: cfg.timeouts.header,
-                            stats: Arc::clone(&stats),
-                            proxy: crate::proxy_protocol::Acceptor::new(&cfg, Arc::clone(&stats)),
-                        })),
-                        None if balancers.iter().any(|b| {
-                            b.pool.tls.is_some()
-                                || b.pool.protocol != tandem_config::BackendProtocol::Http1
-                        }) =>
-                        {
-                            Handler::Hyper(
-                                h2,
-                                crate::proxy_protocol::Acceptor::new(&cfg, Arc::clone(&stats))
-                                    .map(Arc::new),
-                            )
-                        }
+            match command {
+                Command::Serve { plan, socket: None } => {
+                    let addr = plan.cfg.listen;
+                    match served.iter_mut().find(|s| s.addr == addr) {
+                        Some(s) => s.update(plan, &open),
                         None => {
-                            Handler::Http(Arc::new(H1Service::new(&cfg, balancers, router(), h2)))
+                            tracing::error!(service = %plan.cfg.name, "reload: no listener to serve on")
                         }
                     }
                 }
-                Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(&cfg, balancer))),
-                // Bound as a UDP socket, served above.
-                Mode::Udp => continue,
-            };
-            accept_loops.push(tokio::spawn(accept_loop(
-                cfg.name.clone(),
-                listener,
-                limit,
-                handler,
-                stats,
-                Arc::clone(&open),
-                shutdown.clone(),
-            )));
+                Command::Serve {
+                    plan,
+                    socket: Some(socket),
+                } => {
+                    if let Some(s) = Served::start(plan, socket, &open) {
+                        served.push(s);
+                    }
+                }
+                Command::Stop(addr) => {
+                    served.retain_mut(|s| {
+                        if s.addr == addr {
+                            s.stop();
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+            }
         }
-        crate::stopped(&mut shutdown).await;
-        for l in accept_loops {
-            let _ = l.await;
+        for s in &mut served {
+            s.stop();
+        }
+        for s in served {
+            for t in s.tasks {
+                let _ = t.await;
+            }
         }
         if tokio::time::timeout(drain_timeout, open.drained())
             .await
@@ -421,6 +564,176 @@ fn run_worker(
             );
         }
     });
+}
+
+/// One service on one worker: its accept loop (or UDP receive loop) and how to reach it.
+struct Served {
+    /// The configured address: a reload keeps the listener of an address it still serves.
+    addr: SocketAddr,
+    /// TCP: the plan new connections are served with.
+    plan: Option<watch::Sender<Arc<Plan>>>,
+    /// Stops accepting (and, for UDP, the service).
+    stop: watch::Sender<bool>,
+    /// UDP: a second handle on the socket, for the service that replaces this one.
+    udp: Option<std::net::UdpSocket>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Served {
+    fn start(
+        plan: Arc<Plan>,
+        socket: listener::Bound,
+        open: &Arc<OpenConnections>,
+    ) -> Option<Self> {
+        let addr = plan.cfg.listen;
+        let (stop, stop_rx) = watch::channel(false);
+        match socket {
+            listener::Bound::Udp(s) => {
+                let spare = s.try_clone().ok();
+                let task = start_udp(&plan, s, stop_rx, open)?;
+                Some(Served {
+                    addr,
+                    plan: None,
+                    stop,
+                    udp: spare,
+                    tasks: vec![task],
+                })
+            }
+            listener::Bound::Tcp(s) => {
+                let listener = match tokio::net::TcpListener::from_std(s) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(service = %plan.cfg.name, error = %e, "cannot register listener");
+                        return None;
+                    }
+                };
+                let (plan_tx, plan_rx) = watch::channel(plan);
+                let task = tokio::spawn(accept_loop(listener, plan_rx, Arc::clone(open), stop_rx));
+                Some(Served {
+                    addr,
+                    plan: Some(plan_tx),
+                    stop,
+                    udp: None,
+                    tasks: vec![task],
+                })
+            }
+        }
+    }
+
+    /// A reload changed the service: TCP switches plans in its accept loop; UDP stops the old
+    /// service (its flows drain) and starts a new one on the same socket.
+    fn update(&mut self, plan: Arc<Plan>, open: &Arc<OpenConnections>) {
+        if let Some(tx) = &self.plan {
+            let _ = tx.send(plan);
+            return;
+        }
+        let Some(socket) = self.udp.as_ref().and_then(|s| s.try_clone().ok()) else {
+            tracing::error!(service = %plan.cfg.name, "reload: cannot reuse the udp socket");
+            return;
+        };
+        let _ = self.stop.send(true);
+        let (stop, stop_rx) = watch::channel(false);
+        self.stop = stop;
+        if let Some(task) = start_udp(&plan, socket, stop_rx, open) {
+            self.tasks.push(task);
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn start_udp(
+    plan: &Plan,
+    socket: std::net::UdpSocket,
+    stop: watch::Receiver<bool>,
+    open: &Arc<OpenConnections>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    // The service holds one "connection" until its flows have drained.
+    let guard = open.enter();
+    match crate::udp::UdpService::start(
+        &plan.cfg,
+        Arc::clone(&plan.balancers[0]),
+        socket,
+        stop,
+        guard,
+    ) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!(service = %plan.cfg.name, error = %e, "cannot register udp socket");
+            None
+        }
+    }
+}
+
+/// How connections of one plan are served on one worker. Its `retire` signal tells the
+/// connections it served to finish what they are doing and close (shutdown, or a reload
+/// replaced the plan); new connections are then served by the next generation.
+struct Generation {
+    handler: Handler,
+    limit: Option<Arc<tokio::sync::Semaphore>>,
+    stats: Arc<ServiceStats>,
+    retire: watch::Sender<bool>,
+}
+
+impl Generation {
+    fn new(plan: &Plan) -> Option<Generation> {
+        let cfg = &plan.cfg;
+        let balancers = &plan.balancers;
+        let balancer = Arc::clone(&balancers[0]);
+        let stats = Arc::clone(&balancer.stats);
+        let handler = match cfg.mode {
+            Mode::Http => {
+                let router = || {
+                    (!cfg.routes.is_empty()).then(|| {
+                        crate::route::Router::new(
+                            &cfg.routes,
+                            &cfg.pool,
+                            &cfg.request_headers,
+                            &cfg.response_headers,
+                        )
+                    })
+                };
+                let h2 = Arc::new(H2Service::new(cfg, balancers.clone(), router()));
+                match &plan.tls {
+                    Some(config) => Handler::Tls(Arc::new(TlsHandler {
+                        acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(config)),
+                        svc: h2,
+                        handshake_timeout: cfg.timeouts.header,
+                        stats: Arc::clone(&stats),
+                        proxy: crate::proxy_protocol::Acceptor::new(cfg, Arc::clone(&stats)),
+                    })),
+                    None if balancers.iter().any(|b| {
+                        b.pool.tls.is_some()
+                            || b.pool.protocol != tandem_config::BackendProtocol::Http1
+                    }) =>
+                    {
+                        Handler::Hyper(
+                            h2,
+                            crate::proxy_protocol::Acceptor::new(cfg, Arc::clone(&stats))
+                                .map(Arc::new),
+                        )
+                    }
+                    None => Handler::Http(Arc::new(H1Service::new(
+                        cfg,
+                        balancers.clone(),
+                        router(),
+                        h2,
+                    ))),
+                }
+            }
+            Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(cfg, balancer))),
+            // Served by `start_udp`.
+            Mode::Udp => return None,
+        };
+        Some(Generation {
+            handler,
+            limit: plan.limit.clone(),
+            stats,
+            retire: watch::channel(false).0,
+        })
+    }
 }
 
 /// Keeps the worker's timer driver waking at least every `FLOOR`.
@@ -439,61 +752,80 @@ async fn timer_floor() {
     }
 }
 
-/// A worker's share of a service: its config, balancers, connection limit, TLS
-/// configuration and socket.
-type WorkerService = (
-    Service,
-    Vec<Arc<Balancer>>,
-    Option<Arc<tokio::sync::Semaphore>>,
-    Option<Arc<rustls::ServerConfig>>,
-    listener::Bound,
-);
-
 async fn accept_loop(
-    name: String,
     listener: tokio::net::TcpListener,
-    limit: Option<Arc<tokio::sync::Semaphore>>,
-    handler: Handler,
-    stats: Arc<ServiceStats>,
+    mut plans: watch::Receiver<Arc<Plan>>,
     open: Arc<OpenConnections>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
+    let mut plan = Arc::clone(&plans.borrow_and_update());
+    let Some(mut current) = Generation::new(&plan) else {
+        return;
+    };
     loop {
         // At max_connections, stop accepting: new connections wait in the kernel's queue
         // (and time out there if it lasts) instead of being accepted and starved.
-        let permit = match &limit {
+        let mut reloaded = false;
+        let permit = match &current.limit {
             Some(sem) => tokio::select! {
                 biased;
-                _ = crate::stopped(&mut shutdown) => return,
+                _ = crate::stopped(&mut stop) => break,
+                _ = plans.changed() => {
+                    reloaded = true;
+                    None
+                }
                 p = Arc::clone(sem).acquire_owned() => match p {
                     Ok(p) => Some(p),
-                    Err(_) => return,
+                    Err(_) => break,
                 },
             },
             None => None,
         };
-        let accepted = tokio::select! {
-            biased;
-            _ = crate::stopped(&mut shutdown) => return,
-            r = listener.accept() => r,
+        let accepted = if reloaded {
+            None
+        } else {
+            tokio::select! {
+                biased;
+                _ = crate::stopped(&mut stop) => break,
+                _ = plans.changed() => None,
+                r = listener.accept() => Some(r),
+            }
+        };
+        let Some(accepted) = accepted else {
+            // A reload: new connections get the new plan; the old generation's connections
+            // finish their current request and close.
+            let next = Arc::clone(&plans.borrow_and_update());
+            match Generation::new(&next) {
+                Some(g) => {
+                    let _ = current.retire.send(true);
+                    current = g;
+                    plan = next;
+                    tracing::debug!(service = %plan.cfg.name, "serving the reloaded configuration");
+                }
+                None => {
+                    tracing::error!(service = %next.cfg.name, "reload: cannot serve this mode here")
+                }
+            }
+            continue;
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; never stop listening.
-                tracing::warn!(service = %name, error = %e, "accept failed");
+                tracing::warn!(service = %plan.cfg.name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
         };
-        stats.connections.fetch_add(1, Ordering::Relaxed);
+        current.stats.connections.fetch_add(1, Ordering::Relaxed);
         let guard = open.enter();
-        match &handler {
+        let sd = current.retire.subscribe();
+        match &current.handler {
             Handler::Http(svc) => {
                 let svc = Arc::clone(svc);
-                let sd = shutdown.clone();
+                let stopped = stop.clone();
                 tokio::spawn(async move {
-                    svc.serve_connection(stream, peer, sd).await;
+                    svc.serve_connection(stream, peer, stopped, sd).await;
                     drop(guard);
                     drop(permit);
                 });
@@ -501,7 +833,6 @@ async fn accept_loop(
             Handler::Hyper(h, proxy) => {
                 let h = Arc::clone(h);
                 let proxy = proxy.clone();
-                let sd = shutdown.clone();
                 tokio::spawn(async move {
                     if let Ok((peer, local)) = proxied(proxy.as_deref(), &stream, peer).await {
                         h.serve_plain(stream, peer, local, sd).await;
@@ -512,7 +843,6 @@ async fn accept_loop(
             }
             Handler::Tls(h) => {
                 let h = Arc::clone(h);
-                let sd = shutdown.clone();
                 tokio::spawn(async move {
                     h.serve(stream, peer, sd).await;
                     drop(guard);
@@ -531,4 +861,6 @@ async fn accept_loop(
             }
         }
     }
+    // Stopped: this listener's connections finish what they are doing, then close.
+    let _ = current.retire.send(true);
 }

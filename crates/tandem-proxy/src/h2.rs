@@ -290,24 +290,12 @@ impl H2Service {
         };
         // Only an idempotent request without a body may be sent again after a backend saw it.
         let replay = Replay::of(&req);
-        let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut req = match self.max_body {
             None => req.map(RequestBody::Client),
-            Some(max) => {
-                use hyper::body::Body as _;
-                let hint = req.body().size_hint();
-                if hint.lower() > max {
-                    return self.too_large();
-                }
-                match hint.exact() {
-                    Some(_) => req.map(RequestBody::Client),
-                    None => req.map(|inner| RequestBody::Limited {
-                        inner,
-                        left: max,
-                        exceeded: Arc::clone(&exceeded),
-                    }),
-                }
-            }
+            Some(max) => match self.limit_body(req, max).await {
+                Ok(req) => req,
+                Err(refused) => return refused,
+            },
         };
         let deadline = Instant::now() + self.timeouts.response;
         let pool = &balancer.pool;
@@ -369,9 +357,6 @@ impl H2Service {
                 }
             }
         }
-        if exceeded.load(Ordering::Relaxed) {
-            return self.too_large();
-        }
         match last {
             Some(error) => {
                 self.balancer
@@ -387,10 +372,61 @@ impl H2Service {
         }
     }
 
-    /// `max_request_body` exceeded: refused and counted with the other rejected requests.
-    fn too_large(&self) -> Response<ProxyBody> {
-        self.balancer.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+    /// `max_request_body`: a declared length over it is refused at once; a body of unknown
+    /// length is read (up to the limit) before any backend is involved, so a backend never
+    /// sees part of a body that is then refused. Refusals are counted with the other
+    /// rejected requests.
+    async fn limit_body(
+        &self,
+        req: Request<Incoming>,
+        max: u64,
+    ) -> Result<Request<RequestBody>, Response<ProxyBody>> {
+        use http_body_util::BodyExt as _;
+        use hyper::body::Body as _;
+        let hint = req.body().size_hint();
+        let (parts, mut body) = req.into_parts();
+        let refuse = |body: Incoming| {
+            self.balancer.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            let mut r = Response::new(ProxyBody::Refused(
+                Some(bytes::Bytes::from_static(b"request body too large\n")),
+                body,
+            ));
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        };
+        if hint.lower() > max {
+            // A small body is on its way anyway (it fits the flow-control window): read it
+            // and throw it away, so the stream ends cleanly after the answer. A larger one is
+            // cut short with a reset after the answer (RFC 9113 §8.1).
+            if hint.lower() <= DISCARD_MAX {
+                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                let _ = tokio::time::timeout(self.timeouts.header, drain).await;
+            }
+            return Err(refuse(body));
+        }
+        if hint.exact().is_some() {
+            return Ok(Request::from_parts(parts, RequestBody::Client(body)));
+        }
+        let mut data = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(local(StatusCode::BAD_REQUEST, "request body failed\n"));
+            };
+            if let Some(d) = frame.data_ref() {
+                if (data.len() + d.len()) as u64 > max {
+                    return Err(refuse(body));
+                }
+                data.extend_from_slice(d);
+            }
+        }
+        Ok(Request::from_parts(
+            parts,
+            RequestBody::Buffered(Some(data.freeze())),
+        ))
     }
 
     /// Routing (as in the HTTP/1 engine): the balancer for the request and the route that
@@ -557,6 +593,9 @@ impl H2Service {
         }
     }
 }
+
+/// The largest refused request body (`max_request_body`) read and discarded rather than reset.
+const DISCARD_MAX: u64 = 64 * 1024;
 
 /// Why a backend did not answer a request.
 enum Lost {

@@ -23,7 +23,7 @@ mod tls;
 mod udp;
 mod upstream;
 
-pub use dataplane::{bind, BoundService, Dataplane, DataplaneError};
+pub use dataplane::{bind, reload_plan, BoundService, Dataplane, DataplaneError, ReloadReport};
 
 /// Resolves when the shutdown flag becomes true (or its sender is gone). The watch guard is
 /// dropped inside, so callers stay `Send` across the await.

@@ -152,12 +152,9 @@ pub(crate) fn server_config(tls: &Tls, certs: &Arc<Certificates>) -> Arc<rustls:
 /// Checks every service's certificate files every [`Tls::RELOAD_CHECK`] until `stop` is set;
 /// runs on a thread of its own, so a slow disk never holds up a worker.
 pub(crate) fn spawn_reloader(
-    all: Vec<Arc<Certificates>>,
+    all: Arc<std::sync::Mutex<Vec<Arc<Certificates>>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
-    if all.is_empty() {
-        return Ok(None);
-    }
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("tls-reload".into())
         .spawn(move || {
@@ -168,11 +165,15 @@ pub(crate) fn spawn_reloader(
                 waited += step;
                 if waited >= Tls::RELOAD_CHECK {
                     waited = Duration::ZERO;
-                    for c in &all {
+                    // A copy of the list (a reload replaces it), so no file is read under the lock.
+                    let watched = all
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    for c in &watched {
                         c.reload_changed();
                     }
                 }
             }
         })
-        .map(Some)
 }

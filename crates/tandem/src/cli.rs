@@ -52,6 +52,10 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask the running daemon to re-read its configuration (as SIGHUP does) through the admin
+    /// API, and print what changed. Exit 0 when the new configuration is in force; 1 when it
+    /// was refused (the old one keeps running) or the daemon could not be reached.
+    Reload(AdminOpts),
     /// A self-contained demo on 127.0.0.1: three demo backends, a health-checked pool, an HTTP
     /// service and the admin API. Ctrl-C stops all of it.
     Demo(DemoOpts),
@@ -64,6 +68,20 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+/// How to reach a running daemon's admin API.
+#[derive(Debug, Clone, Args)]
+pub struct AdminOpts {
+    /// Read the admin address from this configuration file's `[admin] listen`.
+    #[arg(long, short, conflicts_with = "admin")]
+    pub config: Option<PathBuf>,
+    /// The admin API's address (default 127.0.0.1:9900).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// A file holding the bearer token for `[admin] token_file`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

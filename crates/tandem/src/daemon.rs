@@ -6,15 +6,17 @@
 //! half-started daemon behind.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use arc_swap::ArcSwap;
 use tandem_admin::{AdminState, ServiceInfo};
-use tandem_balance::{Health, PoolRuntime, Topology};
+use tandem_balance::{Health, PoolRuntime, SharedTopology, Topology};
 use tandem_config::Config;
 use tandem_proxy::Dataplane;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 /// What is listening once the daemon is up (ports resolved when the config asked for 0).
@@ -26,25 +28,26 @@ pub struct Started {
 pub fn run_file(path: &Path) -> anyhow::Result<()> {
     let cfg = tandem_config::load_file(path)
         .map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
-    run(cfg, |_| {})
+    run(cfg, Some(path.to_path_buf()), |_| {})
 }
 
-pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
+/// Run `cfg` until SIGTERM/SIGINT. With `file`, SIGHUP and `POST /api/v1/reload` re-read it.
+pub fn run(
+    cfg: Config,
+    file: Option<PathBuf>,
+    on_ready: impl FnOnce(&Started),
+) -> anyhow::Result<()> {
     let workers = cfg
         .runtime
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let topology = Arc::new(Topology::new(&cfg));
+    let topology: SharedTopology = Arc::new(ArcSwap::from_pointee(Topology::new(&cfg)));
 
     let admin_socket = std::net::TcpListener::bind(cfg.admin.listen)
         .with_context(|| format!("admin: cannot listen on {}", cfg.admin.listen))?;
     admin_socket.set_nonblocking(true)?;
     let admin_addr = admin_socket.local_addr()?;
-    let vips: Vec<std::net::IpAddr> = cfg
-        .vrrp
-        .iter()
-        .flat_map(|v| v.virtual_ips.iter().map(|ip| ip.address))
-        .collect();
+    let vips = crate::reload::vips(&cfg);
     let bound = tandem_proxy::bind(&cfg.services, workers, &vips)?;
     let started = Started {
         services: bound
@@ -95,15 +98,12 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         ))?),
         None => None,
     };
-    let dataplane = Dataplane::start(bound, &topology, cfg.runtime.drain_timeout)?;
+    let dataplane = Dataplane::start(bound, &topology.load(), cfg.runtime.drain_timeout)?;
     for (name, addr) in &started.services {
         tracing::info!(service = %name, %addr, workers, "listening");
     }
 
     control.block_on(async move {
-        for (pool_cfg, pool) in cfg.pools.iter().zip(&topology.pools) {
-            spawn_health(pool_cfg, pool, stop_rx.clone());
-        }
         tokio::spawn(tick_pools(Arc::clone(&topology), stop_rx.clone()));
         tokio::spawn(tracking.run(stop_rx.clone()));
         probes.spawn(&stop_rx);
@@ -111,18 +111,64 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
             .into_iter()
             .map(|n| tokio::spawn(n.run()))
             .collect();
-        let mut state = AdminState::new(Arc::clone(&topology), services, env!("CARGO_PKG_VERSION"))
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
+        let mut state = AdminState::new(topology.load_full(), services, env!("CARGO_PKG_VERSION"))
             .with_vrrp(vrrp_sources);
+        if file.is_some() {
+            state = state.with_reload(tandem_admin::ReloadHook(Arc::new(move || {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                // A full queue (reloads already waiting) answers "busy" by dropping `tx`.
+                let _ = reload_tx.try_send(tx);
+                rx
+            })));
+        }
         if let Some(node) = &cluster {
             let (source, hook) = crate::cluster::admin(node);
             state = state.with_cluster(source, hook);
         }
-        let state = Arc::new(state);
+        let admin_state: tandem_admin::SharedAdmin = Arc::new(ArcSwap::from_pointee(state));
+        let mut reloader = crate::reload::Reloader::start(
+            file,
+            cfg,
+            Arc::clone(&topology),
+            Arc::clone(&admin_state),
+            workers,
+            stop_rx.clone(),
+        );
         let listener = tokio::net::TcpListener::from_std(admin_socket)?;
-        let admin = tokio::spawn(tandem_admin::serve(listener, state, stop_rx.clone()));
+        let admin = tokio::spawn(tandem_admin::serve(listener, admin_state, stop_rx.clone()));
         on_ready(&started);
+        crate::sd_notify::ready();
 
-        let signal = wait_for_signal().await;
+        // Watched from here on, so no signal between two reloads is missed.
+        let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let signal = loop {
+            let reply = tokio::select! {
+                _ = term.recv() => break "SIGTERM",
+                _ = interrupt.recv() => break "SIGINT",
+                _ = hangup.recv() => None,
+                r = reload_rx.recv() => r,
+            };
+            crate::sd_notify::reloading();
+            let outcome = reloader.reload(&dataplane);
+            crate::sd_notify::ready();
+            let answer = match outcome {
+                Ok(report) => {
+                    tracing::info!(?report, "configuration reloaded");
+                    Ok(serde_json::to_value(&report).unwrap_or_default())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; the previous configuration keeps running");
+                    Err(e.to_string())
+                }
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(answer);
+            }
+        };
+        crate::sd_notify::stopping();
         // Hand the VIPs over first (priority 0), so new connections already go to the other
         // node while this one drains what it has.
         tokio::task::spawn_blocking(move || crate::vrrp::stop_all(vrrp))
@@ -163,9 +209,16 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
     })
 }
 
+/// What a reload request waits on.
+type ReloadReply = tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>;
+
 /// Run the pool's health checks, publishing verdicts into the live topology. Backends with
 /// their own `health` table get a checker of their own; the rest share the pool's.
-fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch::Receiver<bool>) {
+pub(crate) fn spawn_health(
+    cfg: &tandem_config::Pool,
+    pool: &Arc<PoolRuntime>,
+    stop: watch::Receiver<bool>,
+) {
     let mut groups: Vec<(tandem_config::HealthCheck, Vec<usize>)> = Vec::new();
     for (id, b) in cfg.backends.iter().enumerate() {
         let check = b.health.as_ref().unwrap_or(&cfg.health);
@@ -232,7 +285,7 @@ fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch:
 /// The control plane's clock: ends ejections whose time is up, advances slow-start ramps and
 /// refills retry budgets. A tenth of a second is far below any ejection or ramp length, and
 /// costs nothing when no backend is ejected or ramping.
-async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>) {
+async fn tick_pools(topology: SharedTopology, mut stop: watch::Receiver<bool>) {
     const TICK: Duration = Duration::from_millis(100);
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,6 +300,7 @@ async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>) {
         let elapsed = now.saturating_duration_since(last);
         last = now;
         ticks += 1;
+        let topology = topology.load();
         if ticks == 10 {
             ticks = 0;
             // Once a second: idle sticky entries leave even if no lookup finds them.
@@ -265,21 +319,5 @@ async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>) {
                 );
             }
         }
-    }
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
     }
 }

@@ -3,12 +3,15 @@
 //! This binary is thin on purpose: it parses the command line, sets up logging and hands over
 //! to [`daemon`] (run), [`check`] or [`demo`]. The work lives in the library crates.
 
+mod admin_client;
 mod check;
 mod cli;
 mod cluster;
 mod daemon;
 mod demo;
 mod logging;
+mod reload;
+mod sd_notify;
 mod vrrp;
 mod vrrp_notify;
 mod vrrp_probes;
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run { config } => daemon::run_file(&config),
         cli::Command::Check { config } => return check::run(&config),
+        cli::Command::Reload(opts) => return admin_client::reload(&opts),
         cli::Command::Demo(opts) => demo::run(opts),
         cli::Command::VipCleanup { config } => vrrp::cleanup(&config),
     };

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_admin::view::TrackedView;
-use tandem_balance::{PoolRuntime, Topology};
+use tandem_balance::SharedTopology;
 use tandem_config::{Tracked, Vrrp};
 use tandem_vrrp_linux::netlink;
 use tandem_vrrp_linux::runner::Command;
@@ -143,8 +143,9 @@ struct Object {
 enum Probe {
     /// The index last found for the name, re-resolved when it disappears or is renamed.
     Interface(Option<u32>),
-    /// `None` only if the pool is missing from the topology, which validation prevents.
-    Pool(Option<Arc<PoolRuntime>>),
+    /// Looked up by name in the topology in force at each tick, so a reload that rebuilds
+    /// the pool is followed.
+    Pool(SharedTopology),
     /// A script's or quorum's verdict, kept current by [`crate::vrrp_probes`]; `None` only if
     /// the check is missing, which validation prevents.
     Checked(Option<Verdict>),
@@ -152,7 +153,7 @@ enum Probe {
 
 impl Tracking {
     /// The tracking of every running instance, with the verdicts of `probes`' checks.
-    pub fn new(running: &[Running], topology: &Topology, probes: &Probes) -> Self {
+    pub fn new(running: &[Running], topology: &SharedTopology, probes: &Probes) -> Self {
         let instances = running
             .iter()
             .map(|r| {
@@ -160,13 +161,7 @@ impl Tracking {
                     .into_iter()
                     .map(|(kind, t)| {
                         let probe = match kind {
-                            POOL => Probe::Pool(
-                                topology
-                                    .pools
-                                    .iter()
-                                    .find(|p| p.name == t.name)
-                                    .map(Arc::clone),
-                            ),
+                            POOL => Probe::Pool(Arc::clone(topology)),
                             SCRIPT => Probe::Checked(
                                 probes
                                     .scripts
@@ -359,14 +354,13 @@ impl Object {
     /// `Ok` while the object is fine, else why it is failed.
     fn check(&mut self) -> Result<(), String> {
         match &mut self.probe {
-            Probe::Pool(Some(pool)) => {
-                if pool.any_eligible() {
-                    Ok(())
-                } else {
+            Probe::Pool(topology) => match topology.load().pool(&self.name) {
+                Some(pool) if pool.any_eligible() => Ok(()),
+                Some(_) => {
                     Err("no backend is eligible (all down, ejected or disabled)".to_string())
                 }
-            }
-            Probe::Pool(None) => Err("no such pool".to_string()),
+                None => Err("no such pool".to_string()),
+            },
             Probe::Checked(Some(verdict)) => crate::vrrp_probes::read(verdict),
             Probe::Checked(None) => Err("no such check".to_string()),
             Probe::Interface(index) => interface_state(&self.name, index),

@@ -221,7 +221,12 @@ async fn routing_table_rewrites_and_local_answers() {
             .concat(),
         )
         .await;
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "413", "h2c {extra:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "413",
+            "h2c {extra:?}: {}",
+            out.stderr
+        );
     }
     // Every 413 is counted with the service's rejected requests (2 HTTP/1 + 2 h2c).
     let m = get(&format!("http://{}/metrics", addr(n, 9900)), &[]).await;

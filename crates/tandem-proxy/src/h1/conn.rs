@@ -268,6 +268,7 @@ impl H1Service {
         client: TcpStream,
         peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
+        retired: watch::Receiver<bool>,
     ) {
         // From a trusted proxy: its PROXY header says who the client is, for everything below.
         let (peer, local) = match &self.accept_proxy {
@@ -303,7 +304,7 @@ impl H1Service {
             resp_body: Vec::new(),
             linger: false,
         };
-        let handoff = self.serve_requests(&mut c, &mut shutdown).await;
+        let handoff = self.serve_requests(&mut c, &mut shutdown, &retired).await;
         let Conn {
             client,
             cbuf,
@@ -321,8 +322,9 @@ impl H1Service {
             resp_head,
         });
         if let Some(prefix) = prefix {
+            // A reload ends an HTTP/2 connection gracefully (GOAWAY).
             Arc::clone(&self.h2)
-                .serve(client, prefix, peer, local, shutdown)
+                .serve(client, prefix, peer, local, retired)
                 .await;
         } else if unread {
             linger(client).await;
@@ -331,14 +333,27 @@ impl H1Service {
 
     /// Serve HTTP/1 requests until the connection is done; `true` when it turned out to be
     /// HTTP/2 and must be handed over.
-    async fn serve_requests(&self, c: &mut Conn, shutdown: &mut watch::Receiver<bool>) -> bool {
+    ///
+    /// `shutdown` closes an idle connection at once; `retired` (a reload replaced the
+    /// configuration this connection is served with) lets the next request through and
+    /// answers it with `Connection: close`, so the client never races a close it was not told
+    /// about.
+    async fn serve_requests(
+        &self,
+        c: &mut Conn,
+        shutdown: &mut watch::Receiver<bool>,
+        retired: &watch::Receiver<bool>,
+    ) -> bool {
         let mut first = true;
         loop {
-            let info = match self.read_request(c, first, shutdown).await {
+            let mut info = match self.read_request(c, first, shutdown).await {
                 Ok(Some(info)) => info,
                 Ok(None) => return false,
                 Err(HandOff::H2) => return true,
             };
+            if *retired.borrow() {
+                info.keep_alive = false;
+            }
             match self.proxy_request(c, info).await {
                 Next::KeepAlive if !*shutdown.borrow() => {}
                 _ => return false,

@@ -194,6 +194,11 @@ impl Tandem {
         }
     }
 
+    /// The configuration file `run_config` wrote (a test rewrites it before a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("tandem.toml")
+    }
+
     pub fn pid(&self) -> i32 {
         let id = self.child.as_ref().expect("child").id();
         i32::try_from(id).expect("pid fits i32")

@@ -1,0 +1,232 @@
+//! Hot reload (SIGHUP, `tandem reload`, `POST /api/v1/reload`): re-read the configuration and
+//! swap it in without dropping a connection.
+//!
+//! The order matters. Everything that can fail happens first: parsing and validating the file,
+//! checking that only reloadable sections changed, binding the listeners of new addresses,
+//! loading certificates. Only then is anything replaced, so a failed reload leaves the old
+//! configuration serving exactly as before. Then: the data plane switches each service to a
+//! new plan (new connections use it, open ones finish their request on the old one), the new
+//! topology is published (admin API, cluster, VRRP tracking read it from there), health
+//! checkers of rebuilt pools are replaced, and the admin API shows the new services.
+//!
+//! Pools whose configuration did not change are the very same objects afterwards (health,
+//! counters, connections in flight, their running checker); changed pools inherit what was
+//! known of the backends they keep (see `Topology::reloaded`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tandem_admin::{ServiceInfo, SharedAdmin};
+use tandem_balance::{PoolRuntime, SharedTopology, Topology};
+use tandem_config::Config;
+use tandem_proxy::Dataplane;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("this process was not started from a configuration file")]
+    NoFile,
+    #[error("invalid configuration, nothing changed:\n{0}")]
+    Invalid(String),
+    #[error(
+        "{0} changed: that needs a restart (a reload never moves a VIP or the admin and \
+         cluster listeners); nothing changed"
+    )]
+    NeedsRestart(String),
+    #[error("cannot apply the new configuration, nothing changed: {0}")]
+    Apply(#[from] tandem_proxy::DataplaneError),
+}
+
+/// What a reload changed, as `POST /api/v1/reload` answers it.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub services_added: Vec<String>,
+    pub services_removed: Vec<String>,
+    pub services_changed: Vec<String>,
+    pub services_unchanged: Vec<String>,
+    pub pools_added: Vec<String>,
+    pub pools_removed: Vec<String>,
+    pub pools_changed: Vec<String>,
+    pub pools_unchanged: Vec<String>,
+}
+
+/// One pool's health checkers, stopped when a reload drops or rebuilds the pool.
+struct Checker {
+    pool: Arc<PoolRuntime>,
+    stop: watch::Sender<bool>,
+}
+
+/// The running configuration and the handles a reload replaces.
+pub struct Reloader {
+    file: Option<PathBuf>,
+    running: Config,
+    topology: SharedTopology,
+    admin: SharedAdmin,
+    workers: usize,
+    vips: Vec<IpAddr>,
+    checkers: Vec<Checker>,
+    /// The daemon's stop signal: every checker also ends with it.
+    stop: watch::Receiver<bool>,
+}
+
+impl Reloader {
+    /// Starts the health checkers of every pool of `running`.
+    pub fn start(
+        file: Option<PathBuf>,
+        running: Config,
+        topology: SharedTopology,
+        admin: SharedAdmin,
+        workers: usize,
+        stop: watch::Receiver<bool>,
+    ) -> Reloader {
+        let vips = vips(&running);
+        let mut r = Reloader {
+            file,
+            running,
+            topology,
+            admin,
+            workers,
+            vips,
+            checkers: Vec::new(),
+            stop,
+        };
+        let topology = r.topology.load_full();
+        for pool in &topology.pools {
+            r.spawn_checker(pool);
+        }
+        r
+    }
+
+    fn spawn_checker(&mut self, pool: &Arc<PoolRuntime>) {
+        let (tx, rx) = watch::channel(false);
+        // Either the daemon's stop or this pool's replacement ends its checks.
+        let mut daemon = self.stop.clone();
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            let _ = daemon.wait_for(|s| *s).await;
+            let _ = forward.send(true);
+        });
+        crate::daemon::spawn_health(&pool.config, pool, rx);
+        self.checkers.push(Checker {
+            pool: Arc::clone(pool),
+            stop: tx,
+        });
+    }
+
+    /// Re-read the file and apply it, or leave everything as it is and say why.
+    pub fn reload(&mut self, dataplane: &Dataplane) -> Result<Report, ReloadError> {
+        let file = self.file.clone().ok_or(ReloadError::NoFile)?;
+        let new = tandem_config::load_file(&file)
+            .map_err(|errors| ReloadError::Invalid(errors.to_string()))?;
+        let fixed = fixed_sections_changed(&self.running, &new);
+        if !fixed.is_empty() {
+            return Err(ReloadError::NeedsRestart(fixed.join(", ")));
+        }
+        let old = self.topology.load_full();
+        let topology = Arc::new(Topology::reloaded(&new, &old, Instant::now()));
+        let (to_bind, _) = tandem_proxy::reload_plan(&dataplane.services(), &new.services);
+        let bound = tandem_proxy::bind(&to_bind, self.workers, &self.vips)?;
+        let served = dataplane.reload(&new.services, bound, &topology)?;
+
+        // Committed: publish, then move the checkers.
+        self.topology.store(Arc::clone(&topology));
+        let mut report = Report {
+            services_added: served.added,
+            services_removed: served.removed,
+            services_changed: served.changed,
+            services_unchanged: served.unchanged,
+            ..Report::default()
+        };
+        for pool in &topology.pools {
+            match old.pool(&pool.name) {
+                Some(o) if Arc::ptr_eq(o, pool) => report.pools_unchanged.push(pool.name.clone()),
+                Some(_) => report.pools_changed.push(pool.name.clone()),
+                None => report.pools_added.push(pool.name.clone()),
+            }
+        }
+        for pool in &old.pools {
+            if topology.pool(&pool.name).is_none() {
+                report.pools_removed.push(pool.name.clone());
+            }
+        }
+        let (keep, retire): (Vec<Checker>, Vec<Checker>) = std::mem::take(&mut self.checkers)
+            .into_iter()
+            .partition(|c| topology.pools.iter().any(|p| Arc::ptr_eq(p, &c.pool)));
+        for c in retire {
+            let _ = c.stop.send(true);
+        }
+        self.checkers = keep;
+        for pool in &topology.pools {
+            if !self.checkers.iter().any(|c| Arc::ptr_eq(&c.pool, pool)) {
+                self.spawn_checker(pool);
+            }
+        }
+        let services = dataplane
+            .services()
+            .iter()
+            .map(ServiceInfo::from)
+            .collect::<Vec<_>>();
+        let admin = self.admin.load_full().reloaded(topology, services);
+        self.admin.store(Arc::new(admin));
+        self.running = new;
+        Ok(report)
+    }
+}
+
+/// The addresses VRRP may move here (a service may listen on one before this node holds it).
+pub fn vips(cfg: &Config) -> Vec<IpAddr> {
+    cfg.vrrp
+        .iter()
+        .flat_map(|v| v.virtual_ips.iter().map(|ip| ip.address))
+        .collect()
+}
+
+/// The sections a reload cannot change. VRRP instances and their checks stay as they are
+/// so that a reload never causes a failover; the admin and cluster listeners and the worker
+/// count are fixed for the life of the process.
+fn fixed_sections_changed(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    if old.runtime != new.runtime {
+        changed.push("[runtime]".to_string());
+    }
+    if old.admin != new.admin {
+        changed.push("[admin]".to_string());
+    }
+    if old.cluster != new.cluster {
+        changed.push("[cluster]".to_string());
+    }
+    if old.vrrp != new.vrrp {
+        changed.push("[[vrrp]]".to_string());
+    }
+    if old.vrrp_scripts != new.vrrp_scripts {
+        changed.push("[[vrrp_script]]".to_string());
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Config {
+        let src = format!(
+            "[admin]\nlisten = \"127.0.0.1:9900\"\n{extra}\n[[pool]]\nname = \"p\"\n\
+             backends = [{{ address = \"127.0.0.1:8001\" }}]\n"
+        );
+        match tandem_config::parse_str(&src, "t.toml") {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn only_pools_and_services_are_reloadable() {
+        let a = parse("");
+        assert!(fixed_sections_changed(&a, &parse("")).is_empty());
+        let b = parse("[runtime]\nworkers = 3");
+        assert_eq!(fixed_sections_changed(&a, &b), vec!["[runtime]"]);
+    }
+}
