@@ -148,9 +148,19 @@ pub struct Node {
     /// Set when something was applied or collected since the last checkpoint.
     dirty: AtomicBool,
     state_dir: Option<PathBuf>,
+    /// A second descriptor of the listening socket, for a process that takes over.
+    listening: Option<std::os::fd::OwnedFd>,
 }
 
 impl Node {
+    /// The listening socket, for handing it to a process that takes over.
+    pub fn listener_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listening
+            .as_ref()
+            .and_then(|fd| fd.as_fd().try_clone_to_owned().ok())
+    }
+
     /// Binds the listener (an error here is a startup error), loads the checkpoint if there
     /// is one, and starts every task on the current runtime until `stop`.
     pub async fn start(
@@ -164,7 +174,22 @@ impl Node {
                 format!("cluster: cannot listen on {}: {e}", cfg.listen),
             )
         })?;
+        Self::start_on(cfg, listener, topology, stop).await
+    }
+
+    /// [`Self::start`] on a listener that is already bound (handed over by the process this
+    /// one replaces).
+    pub async fn start_on(
+        cfg: &Cluster,
+        listener: TcpListener,
+        topology: SharedTopology,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<Arc<Node>> {
         let listen = listener.local_addr()?;
+        let listening = {
+            use std::os::fd::AsFd;
+            listener.as_fd().try_clone_to_owned().ok()
+        };
         let epoch = u64::from_le_bytes(random::<8>()) | 1;
         let peers: Vec<Arc<PeerStatus>> = cfg
             .peers
@@ -180,6 +205,7 @@ impl Node {
             topology,
             dirty: AtomicBool::new(false),
             state_dir: cfg.state_dir.clone(),
+            listening,
         });
         if let Some(dir) = &node.state_dir {
             match crate::checkpoint::load(&dir.join(crate::checkpoint::FILE)) {

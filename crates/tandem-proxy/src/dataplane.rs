@@ -44,6 +44,28 @@ pub struct BoundService {
     sockets: Vec<listener::Bound>,
 }
 
+impl BoundService {
+    /// A service on the sockets a previous process handed over (one per worker), instead of
+    /// binding: connections waiting in their queues are never refused (`tandem run
+    /// --upgrade`).
+    pub fn adopt(cfg: &Service, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<BoundService> {
+        let udp = cfg.mode == Mode::Udp;
+        let sockets = fds
+            .into_iter()
+            .map(|fd| listener::Bound::adopt(fd, udp))
+            .collect::<io::Result<Vec<_>>>()?;
+        let local_addr = sockets
+            .first()
+            .ok_or_else(|| io::Error::other("no socket handed over"))?
+            .local_addr()?;
+        Ok(BoundService {
+            cfg: cfg.clone(),
+            local_addr,
+            sockets,
+        })
+    }
+}
+
 /// Bind every service's listeners for `workers` workers. Nothing is left bound on error.
 ///
 /// `vips` are the addresses VRRP may move here: a service may listen on one before this node
@@ -190,6 +212,10 @@ pub struct Dataplane {
     workers: Vec<mpsc::UnboundedSender<Command>>,
     /// The plans being served (a reload compares against these).
     running: std::sync::Mutex<Vec<Arc<Plan>>>,
+    /// A second descriptor of every listening socket, by configured address and mode, for
+    /// handing them to a process that takes over ([`Self::handover`]). Dropped when a reload
+    /// stops the service, so a removed address really closes.
+    sockets: std::sync::Mutex<Vec<(SocketAddr, Mode, Vec<std::os::fd::OwnedFd>)>>,
     /// The certificates the reloader thread watches (replaced by a reload).
     certificates: Arc<std::sync::Mutex<Vec<Arc<crate::tls::Certificates>>>>,
     /// Certificate reloading.
@@ -285,6 +311,21 @@ impl Plan {
     }
 }
 
+/// The service's address and mode with a second descriptor of each of its sockets.
+fn dups(b: &BoundService) -> Result<(SocketAddr, Mode, Vec<std::os::fd::OwnedFd>), DataplaneError> {
+    let fds = b
+        .sockets
+        .iter()
+        .map(listener::Bound::dup)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|source| DataplaneError::Bind {
+            service: b.cfg.name.clone(),
+            addr: b.cfg.listen,
+            source,
+        })?;
+    Ok((b.cfg.listen, b.cfg.mode, fds))
+}
+
 /// What a reload asks of each worker.
 enum Command {
     /// Serve a service: a new one (with its socket), or a new plan for one already served on
@@ -296,6 +337,9 @@ enum Command {
     },
     /// Stop accepting on this address; open connections finish (the worker's drain).
     Stop(SocketAddr),
+    /// Stop accepting everywhere, let every open connection finish (HTTP/1 keep-alive
+    /// connections answer their next request with `Connection: close`), then end.
+    Drain,
 }
 
 /// What a reload did to the data plane, for the log and the API.
@@ -333,7 +377,9 @@ impl Dataplane {
     ) -> Result<Self, DataplaneError> {
         let workers = bound.first().map_or(1, |b| b.sockets.len()).max(1);
         let mut plans = Vec::with_capacity(bound.len());
+        let mut kept = Vec::with_capacity(bound.len());
         for b in bound {
+            kept.push(dups(&b)?);
             plans.push((Arc::new(Plan::new(&b.cfg, topology)?), b.sockets));
         }
         let certificates = Arc::new(std::sync::Mutex::new(
@@ -376,6 +422,7 @@ impl Dataplane {
             shutdown: tx,
             workers: queues,
             running: std::sync::Mutex::new(running),
+            sockets: std::sync::Mutex::new(kept),
             certificates,
             reloader: Some((reloader, stop_reload)),
         })
@@ -408,6 +455,10 @@ impl Dataplane {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut report = ReloadReport::default();
+        let mut kept = Vec::with_capacity(bound.len());
+        for b in &bound {
+            kept.push(dups(b)?);
+        }
         let mut bound = bound;
         // (plan, sockets when the address is new, whether the workers must be told)
         let mut next: Vec<(Arc<Plan>, Option<Vec<listener::Bound>>, bool)> = Vec::new();
@@ -437,6 +488,16 @@ impl Dataplane {
             &running.iter().map(|p| p.cfg.clone()).collect::<Vec<_>>(),
             services,
         );
+        {
+            let mut sockets = self
+                .sockets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            sockets.retain(|(addr, mode, _)| {
+                !to_stop.iter().any(|s| s.listen == *addr && s.mode == *mode)
+            });
+            sockets.extend(kept);
+        }
         for stop in &to_stop {
             for q in &self.workers {
                 let _ = q.send(Command::Stop(stop.listen));
@@ -475,6 +536,44 @@ impl Dataplane {
         Ok(report)
     }
 
+    /// New descriptors of every listening socket, by configured address and mode, for the
+    /// process that takes over (`tandem run --upgrade`): the sockets stay open (and keep
+    /// queueing connections) in both processes until this one has drained.
+    pub fn handover(&self) -> io::Result<Vec<(SocketAddr, Mode, Vec<std::os::fd::OwnedFd>)>> {
+        use std::os::fd::AsFd;
+        let sockets = self
+            .sockets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sockets
+            .iter()
+            .map(|(addr, mode, fds)| {
+                let fds = fds
+                    .iter()
+                    .map(|fd| fd.as_fd().try_clone_to_owned())
+                    .collect::<io::Result<Vec<_>>>()?;
+                Ok((*addr, *mode, fds))
+            })
+            .collect()
+    }
+
+    /// For a successor that took the sockets over: stop accepting, let open connections
+    /// finish (keep-alive clients are told to reconnect, which reaches the successor) for up
+    /// to the drain timeout, then stop. Blocks until every worker thread has exited.
+    pub fn hand_over(self) {
+        for q in &self.workers {
+            let _ = q.send(Command::Drain);
+        }
+        // No shutdown signal: that would close idle keep-alive connections at once.
+        for t in self.threads {
+            let _ = t.join();
+        }
+        if let Some((t, stop)) = self.reloader {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = t.join();
+        }
+    }
+
     /// Stop accepting, let open connections finish for up to the drain timeout, then stop.
     /// Blocks until every worker thread has exited.
     pub fn stop(self) {
@@ -488,6 +587,7 @@ impl Dataplane {
         }
     }
 }
+
 fn run_worker(
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut shutdown: watch::Receiver<bool>,
@@ -530,10 +630,11 @@ fn run_worker(
                     plan,
                     socket: Some(socket),
                 } => {
-                    if let Some(s) = Served::start(plan, socket, &open) {
+                    if let Some(s) = Served::start(plan, socket, &open, &shutdown) {
                         served.push(s);
                     }
                 }
+                Command::Drain => break,
                 Command::Stop(addr) => {
                     served.retain_mut(|s| {
                         if s.addr == addr {
@@ -584,6 +685,7 @@ impl Served {
         plan: Arc<Plan>,
         socket: listener::Bound,
         open: &Arc<OpenConnections>,
+        shutdown: &watch::Receiver<bool>,
     ) -> Option<Self> {
         let addr = plan.cfg.listen;
         let (stop, stop_rx) = watch::channel(false);
@@ -608,7 +710,13 @@ impl Served {
                     }
                 };
                 let (plan_tx, plan_rx) = watch::channel(plan);
-                let task = tokio::spawn(accept_loop(listener, plan_rx, Arc::clone(open), stop_rx));
+                let task = tokio::spawn(accept_loop(
+                    listener,
+                    plan_rx,
+                    Arc::clone(open),
+                    stop_rx,
+                    shutdown.clone(),
+                ));
                 Some(Served {
                     addr,
                     plan: Some(plan_tx),
@@ -757,6 +865,7 @@ async fn accept_loop(
     mut plans: watch::Receiver<Arc<Plan>>,
     open: Arc<OpenConnections>,
     mut stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let mut plan = Arc::clone(&plans.borrow_and_update());
     let Some(mut current) = Generation::new(&plan) else {
@@ -823,7 +932,10 @@ async fn accept_loop(
         match &current.handler {
             Handler::Http(svc) => {
                 let svc = Arc::clone(svc);
-                let stopped = stop.clone();
+                // Idle HTTP/1 connections close at once only when the worker shuts down; a
+                // service that stops accepting (a reload removed it, an upgrade) lets each
+                // answer its next request with `Connection: close`.
+                let stopped = shutdown.clone();
                 tokio::spawn(async move {
                     svc.serve_connection(stream, peer, stopped, sd).await;
                     drop(guard);

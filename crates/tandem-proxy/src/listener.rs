@@ -86,6 +86,29 @@ impl Bound {
         }
     }
 
+    /// A second descriptor of the same socket (for a process taking over).
+    pub(crate) fn dup(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        match self {
+            Bound::Tcp(s) => s.as_fd().try_clone_to_owned(),
+            Bound::Udp(s) => s.as_fd().try_clone_to_owned(),
+        }
+    }
+
+    /// A socket handed over by the process this one replaces: used as it is (bound,
+    /// listening, with the options it was made with).
+    pub(crate) fn adopt(fd: std::os::fd::OwnedFd, udp: bool) -> io::Result<Bound> {
+        if udp {
+            let s = std::net::UdpSocket::from(fd);
+            s.set_nonblocking(true)?;
+            Ok(Bound::Udp(s))
+        } else {
+            let s = std::net::TcpListener::from(fd);
+            s.set_nonblocking(true)?;
+            Ok(Bound::Tcp(s))
+        }
+    }
+
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Bound::Tcp(s) => s.local_addr(),

@@ -98,6 +98,9 @@ pub struct RunnerConfig {
     /// Run the thread as `SCHED_FIFO` with this priority (1..=99; clamped). Failing to get it
     /// (no `CAP_SYS_NICE`) is logged and the instance runs at normal priority.
     pub realtime_priority: Option<u8>,
+    /// Start as master, keeping the addresses in place: this process takes over from one that
+    /// was master and stopped without resigning (`tandem run --upgrade`).
+    pub resume_master: bool,
     /// Send adverts through this interface instead of `ifindex` (still receiving on
     /// `ifindex`, still from `instance.local_address`): the VRRP virtual MAC interface, so
     /// adverts carry the virtual MAC (see [`crate::vmac`]). Multicast only: refused at
@@ -120,6 +123,7 @@ impl RunnerConfig {
             unicast_peers: Vec::new(),
             password: None,
             realtime_priority: None,
+            resume_master: false,
             send_interface: None,
         }
     }
@@ -386,8 +390,11 @@ fn thread_main(
     ready: std_mpsc::SyncSender<io::Result<()>>,
 ) -> io::Result<()> {
     let vrid = config.instance.vrid;
-    // Step 1, before anything else: no stale address survives a crash (module docs).
-    if let Err(e) = vips.release() {
+    // Step 1, before anything else: no stale address survives a crash (module docs). Not
+    // when taking over from a master: its addresses are ours now.
+    if config.resume_master {
+        info!(vrid, "taking over as master from the previous process");
+    } else if let Err(e) = vips.release() {
         let e = io::Error::new(
             e.kind(),
             format!("VRRP instance {vrid}: releasing the virtual addresses at start: {e}"),
@@ -444,7 +451,11 @@ fn thread_main(
             garp: Garp::default(),
             out: Vec::new(),
         };
-        let actions = runner.fsm.start(Instant::now());
+        let actions = if runner.config.resume_master {
+            runner.fsm.resume_master(Instant::now())
+        } else {
+            runner.fsm.start(Instant::now())
+        };
         runner.execute(actions).await;
         runner.publish();
         let _ = ready.send(Ok(()));

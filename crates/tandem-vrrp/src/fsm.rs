@@ -236,6 +236,23 @@ impl Instance {
         }
     }
 
+    /// Startup as the successor of a process that was master until a moment ago (a binary
+    /// upgrade that hands the sockets over): straight to Master, as an address owner would,
+    /// so the peer keeps hearing adverts and the VIP never moves. A fault still wins; a
+    /// higher-priority master, if there is one, takes over by the usual rules.
+    pub fn resume_master(&mut self, now: Instant) -> Vec<Action> {
+        match self.phase {
+            Phase::Initialize | Phase::Stopped => {
+                self.master_adver_interval = self.config.advert_interval;
+                if self.fault {
+                    return self.enter_fault();
+                }
+                self.become_master(now)
+            }
+            Phase::Backup { .. } | Phase::Master { .. } | Phase::Fault => Vec::new(),
+        }
+    }
+
     /// The timers (RFC 5798 6.4.2 Master_Down_Timer, 6.4.3 Adver_Timer). Call at or after
     /// [`Self::next_deadline`]; calling early does nothing. A late call fires once and
     /// re-arms from `now`, as the RFC's "reset the timer" reads (no burst to catch up).

@@ -40,10 +40,20 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon. SIGTERM or SIGINT stops accepting, lets open requests finish (up to
     /// `runtime.drain_timeout`) and exits 0.
+    ///
+    /// SIGHUP re-reads the configuration (see `tandem reload`). `--upgrade` starts a new
+    /// binary in place of a running one: it takes the listening sockets over (no connection
+    /// is refused), VRRP masters stay masters, and the old process drains and exits.
     Run {
         /// The configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Take over from the tandem running with this configuration (binary upgrade).
+        #[arg(long)]
+        upgrade: bool,
+        /// The Unix socket a successor uses to take over from this process.
+        #[arg(long, default_value = crate::upgrade::DEFAULT_SOCKET)]
+        upgrade_socket: PathBuf,
     },
     /// Validate a configuration: exit 0 when it is valid, else print every problem as
     /// `FILE:LINE:COL: key: what is wrong` and exit 1.

@@ -25,16 +25,27 @@ pub struct Started {
     pub admin: SocketAddr,
 }
 
-pub fn run_file(path: &Path) -> anyhow::Result<()> {
+/// `tandem run`'s upgrade options.
+#[derive(Debug, Clone)]
+pub struct Upgrade {
+    /// Where this process waits for a successor (and, with `take_over`, where it finds the
+    /// process it replaces).
+    pub socket: PathBuf,
+    /// `--upgrade`: take the listening sockets over from the running process.
+    pub take_over: bool,
+}
+
+pub fn run_file(path: &Path, upgrade: Upgrade) -> anyhow::Result<()> {
     let cfg = tandem_config::load_file(path)
         .map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
-    run(cfg, Some(path.to_path_buf()), |_| {})
+    run(cfg, Some(path.to_path_buf()), Some(upgrade), |_| {})
 }
 
 /// Run `cfg` until SIGTERM/SIGINT. With `file`, SIGHUP and `POST /api/v1/reload` re-read it.
 pub fn run(
     cfg: Config,
     file: Option<PathBuf>,
+    upgrade: Option<Upgrade>,
     on_ready: impl FnOnce(&Started),
 ) -> anyhow::Result<()> {
     let workers = cfg
@@ -43,12 +54,23 @@ pub fn run(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let topology: SharedTopology = Arc::new(ArcSwap::from_pointee(Topology::new(&cfg)));
 
-    let admin_socket = std::net::TcpListener::bind(cfg.admin.listen)
-        .with_context(|| format!("admin: cannot listen on {}", cfg.admin.listen))?;
+    // `--upgrade`: the running process's sockets, used instead of binding.
+    let mut taken = match &upgrade {
+        Some(u) if u.take_over => Some(crate::upgrade::take_over(&u.socket)?),
+        _ => None,
+    };
+    let admin_socket = match taken.as_mut().and_then(|t| t.admin()) {
+        Some(fd) => std::net::TcpListener::from(fd),
+        None => std::net::TcpListener::bind(cfg.admin.listen)
+            .with_context(|| format!("admin: cannot listen on {}", cfg.admin.listen))?,
+    };
     admin_socket.set_nonblocking(true)?;
     let admin_addr = admin_socket.local_addr()?;
     let vips = crate::reload::vips(&cfg);
-    let bound = tandem_proxy::bind(&cfg.services, workers, &vips)?;
+    let bound = match taken.as_mut() {
+        None => tandem_proxy::bind(&cfg.services, workers, &vips)?,
+        Some(t) => adopt(t, &cfg, workers, &vips)?,
+    };
     let started = Started {
         services: bound
             .iter()
@@ -77,7 +99,19 @@ pub fn run(
     // Scripts and quorum witnesses are checked once before the instances start, so each
     // starts with the priority and FAULT state its checks call for (vrrp_probes).
     let probes = control.block_on(crate::vrrp_probes::Probes::first_rounds(&cfg));
-    let vrrp = crate::vrrp::start_all(&cfg.vrrp)?;
+    // The cluster listener handed over, if any (the rest of `taken` is done with).
+    let cluster_socket = taken.as_mut().and_then(|t| t.cluster());
+    // Taking over: the old process stops its VRRP instances now (without resigning) and says
+    // which were master; this one starts those as master. From here on it serves.
+    let resume = match taken {
+        Some(t) => {
+            let vrrp = t.ready()?;
+            tracing::info!(resume_master = ?vrrp.master, "took over from the previous process");
+            vrrp.master
+        }
+        None => Vec::new(),
+    };
+    let vrrp = crate::vrrp::start_all(&cfg.vrrp, &resume)?;
     let vrrp_sources = vrrp.iter().map(crate::vrrp::admin_source).collect();
     let tracking = crate::vrrp_track::Tracking::new(&vrrp, &topology, &probes);
     let notifiers = crate::vrrp::notifiers(&vrrp);
@@ -90,13 +124,20 @@ pub fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     // The cluster listener is bound before the data plane starts, so a port conflict is a
     // startup error; its checkpoint (if any) is loaded into the sticky tables first too.
-    let cluster = match &cfg.cluster {
-        Some(c) => Some(control.block_on(tandem_cluster::Node::start(
+    let cluster = match (&cfg.cluster, cluster_socket) {
+        (Some(c), Some(fd)) => Some(control.block_on(async {
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tandem_cluster::Node::start_on(c, listener, Arc::clone(&topology), stop_rx.clone())
+                .await
+        })?),
+        (Some(c), None) => Some(control.block_on(tandem_cluster::Node::start(
             c,
             Arc::clone(&topology),
             stop_rx.clone(),
         ))?),
-        None => None,
+        (None, _) => None,
     };
     let dataplane = Dataplane::start(bound, &topology.load(), cfg.runtime.drain_timeout)?;
     for (name, addr) in &started.services {
@@ -135,10 +176,19 @@ pub fn run(
             workers,
             stop_rx.clone(),
         );
+        let admin_fd = {
+            use std::os::fd::AsFd;
+            admin_socket.as_fd().try_clone_to_owned()?
+        };
         let listener = tokio::net::TcpListener::from_std(admin_socket)?;
         let admin = tokio::spawn(tandem_admin::serve(listener, admin_state, stop_rx.clone()));
+        let (upgrade_tx, mut upgrade_rx) = tokio::sync::mpsc::channel::<UpgradeEvent>(1);
+        if let Some(u) = &upgrade {
+            spawn_handover(&u.socket, u.take_over, upgrade_tx);
+        }
         on_ready(&started);
         crate::sd_notify::ready();
+        let mut vrrp = Some(vrrp);
 
         // Watched from here on, so no signal between two reloads is missed.
         let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -150,6 +200,20 @@ pub fn run(
                 _ = interrupt.recv() => break "SIGINT",
                 _ = hangup.recv() => None,
                 r = reload_rx.recv() => r,
+                Some(event) = upgrade_rx.recv() => match event {
+                    UpgradeEvent::Offer(reply) => {
+                        let _ = reply.send(offer(&dataplane, &admin_fd, cluster.as_deref()));
+                        continue;
+                    }
+                    UpgradeEvent::Ready(reply) => {
+                        let running = vrrp.take().unwrap_or_default();
+                        let master = tokio::task::spawn_blocking(move || crate::vrrp::hand_over(running))
+                            .await
+                            .unwrap_or_default();
+                        let _ = reply.send(crate::upgrade::Vrrp { master });
+                        break "upgrade";
+                    }
+                },
             };
             crate::sd_notify::reloading();
             let outcome = reloader.reload(&dataplane);
@@ -170,10 +234,12 @@ pub fn run(
         };
         crate::sd_notify::stopping();
         // Hand the VIPs over first (priority 0), so new connections already go to the other
-        // node while this one drains what it has.
-        tokio::task::spawn_blocking(move || crate::vrrp::stop_all(vrrp))
-            .await
-            .context("stopping the VRRP instances")?;
+        // node while this one drains what it has. (After an upgrade the successor has them.)
+        if let Some(vrrp) = vrrp.take() {
+            tokio::task::spawn_blocking(move || crate::vrrp::stop_all(vrrp))
+                .await
+                .context("stopping the VRRP instances")?;
+        }
         // The `stop` notifications (and any still queued) run before the process exits,
         // each bounded by its timeout; past twice that, stop waiting.
         let notified = async {
@@ -189,9 +255,16 @@ pub fn run(
         }
         tracing::info!(signal, "shutting down: draining open connections");
         let _ = stop_tx.send(true);
-        tokio::task::spawn_blocking(move || dataplane.stop())
-            .await
-            .context("data plane did not stop cleanly")?;
+        let upgraded = signal == "upgrade";
+        tokio::task::spawn_blocking(move || {
+            if upgraded {
+                dataplane.hand_over();
+            } else {
+                dataplane.stop();
+            }
+        })
+        .await
+        .context("data plane did not stop cleanly")?;
         if let Some(node) = &cluster {
             // The last changes of the drain, and a final checkpoint for the next start.
             node.collect_once();
@@ -207,6 +280,119 @@ pub fn run(
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// A successor's requests, from the handover thread to the main loop.
+enum UpgradeEvent {
+    /// It asks for the sockets.
+    Offer(tokio::sync::oneshot::Sender<anyhow::Result<OfferFds>>),
+    /// It is ready: stop the VRRP instances and say which were master.
+    Ready(tokio::sync::oneshot::Sender<crate::upgrade::Vrrp>),
+}
+
+type OfferFds = (crate::upgrade::Offer, Vec<Vec<std::os::fd::OwnedFd>>);
+
+/// Listen for a successor (`tandem run --upgrade`) on a thread of its own; its requests
+/// reach the main loop as [`UpgradeEvent`]s. A successor that fails half-way changes
+/// nothing here, and the next one may try again.
+fn spawn_handover(path: &Path, replace: bool, events: tokio::sync::mpsc::Sender<UpgradeEvent>) {
+    let Some(handover) = crate::upgrade::Handover::listen(path, replace) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("upgrade".into())
+        .spawn(move || loop {
+            let offer = || {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                events
+                    .blocking_send(UpgradeEvent::Offer(tx))
+                    .map_err(|_| anyhow!("shutting down"))?;
+                rx.blocking_recv().map_err(|_| anyhow!("shutting down"))?
+            };
+            let ready = || {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if events.blocking_send(UpgradeEvent::Ready(tx)).is_err() {
+                    return crate::upgrade::Vrrp::default();
+                }
+                rx.blocking_recv().unwrap_or_default()
+            };
+            match handover.serve_one(&offer, &ready) {
+                Ok(pid) => {
+                    tracing::info!(successor = pid, "handed over to the new process; draining");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "upgrade attempt failed; carrying on"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the upgrade listener");
+    }
+}
+
+/// Everything a successor takes over: every service's sockets, the admin and the cluster
+/// listener.
+fn offer(
+    dataplane: &Dataplane,
+    admin: &std::os::fd::OwnedFd,
+    cluster: Option<&tandem_cluster::Node>,
+) -> anyhow::Result<OfferFds> {
+    use crate::upgrade::Socket;
+    use std::os::fd::AsFd;
+    let mut sockets = Vec::new();
+    let mut fds = Vec::new();
+    for (listen, mode, f) in dataplane.handover()? {
+        sockets.push(Socket::Service {
+            listen,
+            udp: mode == tandem_config::Mode::Udp,
+            count: f.len(),
+        });
+        fds.push(f);
+    }
+    sockets.push(Socket::Admin);
+    fds.push(vec![admin.as_fd().try_clone_to_owned()?]);
+    if let Some(fd) = cluster.and_then(tandem_cluster::Node::listener_fd) {
+        sockets.push(Socket::Cluster);
+        fds.push(vec![fd]);
+    }
+    Ok((
+        crate::upgrade::Offer {
+            pid: std::process::id(),
+            sockets,
+        },
+        fds,
+    ))
+}
+
+/// The services of `cfg` on the sockets handed over (binding those the old process did not
+/// have). Each must come with one socket per worker: a different worker count needs a
+/// restart.
+fn adopt(
+    taken: &mut crate::upgrade::Received,
+    cfg: &Config,
+    workers: usize,
+    vips: &[std::net::IpAddr],
+) -> anyhow::Result<Vec<tandem_proxy::BoundService>> {
+    let mut out = Vec::with_capacity(cfg.services.len());
+    for svc in &cfg.services {
+        let udp = svc.mode == tandem_config::Mode::Udp;
+        match taken.service(svc.listen, udp) {
+            Some(fds) if fds.len() == workers => {
+                out.push(
+                    tandem_proxy::BoundService::adopt(svc, fds)
+                        .with_context(|| format!("service `{}`: the handed-over socket", svc.name))?,
+                );
+            }
+            Some(fds) => {
+                return Err(anyhow!(
+                    "--upgrade: the running process serves `{}` with {} workers, this                      configuration asks for {workers}; change [runtime] workers with a restart",
+                    svc.name,
+                    fds.len()
+                ))
+            }
+            None => out.extend(tandem_proxy::bind(std::slice::from_ref(svc), workers, vips)?),
+        }
+    }
+    Ok(out)
 }
 
 /// What a reload request waits on.

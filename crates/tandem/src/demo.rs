@@ -27,7 +27,7 @@ const SICK_FOR: Duration = Duration::from_secs(15);
 pub fn run(opts: DemoOpts) -> anyhow::Result<()> {
     let backends = start_backends(3)?;
     let cfg = demo_config(&opts, &backends)?;
-    crate::daemon::run(cfg, None, |started| {
+    crate::daemon::run(cfg, None, None, |started| {
         let listen = started.services.first().map_or(opts.listen, |(_, a)| *a);
         print_banner(listen, started.admin, &backends);
     })

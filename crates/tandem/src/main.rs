@@ -12,6 +12,7 @@ mod demo;
 mod logging;
 mod reload;
 mod sd_notify;
+mod upgrade;
 mod vrrp;
 mod vrrp_notify;
 mod vrrp_probes;
@@ -25,7 +26,17 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
-        cli::Command::Run { config } => daemon::run_file(&config),
+        cli::Command::Run {
+            config,
+            upgrade,
+            upgrade_socket,
+        } => daemon::run_file(
+            &config,
+            daemon::Upgrade {
+                socket: upgrade_socket,
+                take_over: upgrade,
+            },
+        ),
         cli::Command::Check { config } => return check::run(&config),
         cli::Command::Reload(opts) => return admin_client::reload(&opts),
         cli::Command::Demo(opts) => demo::run(opts),

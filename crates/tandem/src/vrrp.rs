@@ -39,10 +39,14 @@ impl Running {
 
 /// Start every instance; on any failure the ones already started are stopped again (their
 /// handles drop) and the error names the instance.
-pub fn start_all(instances: &[Vrrp]) -> anyhow::Result<Vec<Running>> {
+///
+/// Instances named in `resume` start as master with their addresses in place: the process
+/// this one replaces was master for them (`tandem run --upgrade`).
+pub fn start_all(instances: &[Vrrp], resume: &[String]) -> anyhow::Result<Vec<Running>> {
     let mut running = Vec::with_capacity(instances.len());
     for v in instances {
-        let (handle, vmac) = start(v).with_context(|| format!("vrrp `{}`", v.name))?;
+        let (handle, vmac) =
+            start(v, resume.contains(&v.name)).with_context(|| format!("vrrp `{}`", v.name))?;
         tracing::info!(
             vrrp = %v.name,
             interface = %v.interface,
@@ -96,12 +100,29 @@ pub fn stop_all(running: Vec<Running>) {
     }
 }
 
+/// Stop for a successor (`tandem run --upgrade`): no priority-0 advert, the VIPs and the
+/// virtual MAC interface stay; returns the instances that were master, which the successor
+/// starts as master at once.
+pub fn hand_over(running: Vec<Running>) -> Vec<String> {
+    let mut masters = Vec::new();
+    for r in running {
+        if r.handle.status().state == tandem_vrrp::fsm::State::Master {
+            masters.push(r.name.clone());
+        }
+        if let Err(e) = r.handle.kill() {
+            tracing::warn!(vrrp = %r.name, error = %e, "VRRP instance ended with an error");
+        }
+        tracing::info!(vrrp = %r.name, "VRRP instance handed over to the new process");
+    }
+    masters
+}
+
 /// The vmac interface name of an instance with `use_vmac`.
 fn vmac_name(v: &Vrrp) -> String {
     vmac::default_name(v.vrid, v.is_ipv6())
 }
 
-fn start(v: &Vrrp) -> anyhow::Result<(RunnerHandle, Option<String>)> {
+fn start(v: &Vrrp, resume_master: bool) -> anyhow::Result<(RunnerHandle, Option<String>)> {
     let index = netlink::link_index(&v.interface)
         .with_context(|| format!("interface `{}`", v.interface))?;
     let family_v6 = v.virtual_ips.first().is_some_and(|ip| ip.address.is_ipv6());
@@ -139,6 +160,7 @@ fn start(v: &Vrrp) -> anyhow::Result<(RunnerHandle, Option<String>)> {
     cfg.garp_master_refresh = v.garp_master_refresh;
     cfg.unicast_peers = v.unicast_peers.clone();
     cfg.realtime_priority = v.realtime_priority;
+    cfg.resume_master = resume_master;
     // use_vmac: the VIPs live on a macvlan with the virtual router MAC; adverts are received
     // on the interface and sent through the macvlan (see tandem_vrrp_linux::vmac).
     let mut vip_index = index;

@@ -765,3 +765,98 @@ async fn persistence_survives_failover() {
     }
     lab.signal(n1.proc, libc::SIGTERM);
 }
+
+/// A reload on the master changes a pool without touching VRRP, and `run --upgrade` replaces
+/// the master's process: neither causes a failover. The backup never becomes master, the VIP
+/// never leaves node 0 (polled every few ms throughout) and the new process is master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_and_upgrade_on_the_master_cause_no_failover() {
+    let lab = Lab::new(2);
+    let dir = TempDir::new("vrrp-upgrade");
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let socket = dir.path().join("up0.sock");
+    let config0 = dir.write("node0.toml", &node_config(&lab, 0, 150, true));
+    let run0 = |upgrade: bool| {
+        let mut cmd = Command::new(tandem_bin());
+        cmd.args([
+            "run",
+            "--config",
+            config0.to_str().expect("utf-8"),
+            "--upgrade-socket",
+            socket.to_str().expect("utf-8"),
+        ]);
+        if upgrade {
+            cmd.arg("--upgrade");
+        }
+        lab.spawn_in(0, &cmd)
+    };
+    let p0 = run0(false);
+    let n1 = start(&lab, &dir, 1, 100, true);
+    lab.wait_listening(p0, a0, Duration::from_secs(10)).await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    assert_eq!(state(a1).await.as_deref(), Some("backup"));
+    until("VIP on node 0", Duration::from_secs(2), || has_vip(&lab, 0)).await;
+
+    // Reload on the master with a changed pool: applied, no VRRP change anywhere.
+    let changed = node_config(&lab, 0, 150, true).replace(
+        r#"backends = [{ address = "127.0.0.1:1" }]"#,
+        r#"backends = [{ address = "127.0.0.1:1", weight = 2 }]"#,
+    );
+    std::fs::write(&config0, changed).expect("write config");
+    lab.signal(p0, libc::SIGHUP);
+    eventually("the reload applied", Duration::from_secs(5), || async {
+        let b = pool_backends(a0, "p").await?;
+        (b[0]["weight"] == 2).then_some(())
+    })
+    .await;
+
+    // The upgrade, with the VIP watched all along.
+    let p0b = run0(true);
+    let mut vip_missing = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while lab.running(p0) {
+        if !has_vip(&lab, 0) {
+            vip_missing += 1;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old process still running; new:\n{}",
+            lab.log(p0b)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(lab.running(p0b), "{}", lab.log(p0b));
+    // Three Master_Down_Intervals later the peer still has not stirred.
+    for _ in 0..200 {
+        if !has_vip(&lab, 0) || has_vip(&lab, 1) {
+            vip_missing += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(vip_missing, 0, "the VIP moved during the upgrade");
+    let i0 = instance(a0).await.expect("node 0 instance");
+    let i1 = instance(a1).await.expect("node 1 instance");
+    assert_eq!(i0["state"], "master", "{i0}\n{}", lab.log(p0b));
+    assert_eq!(i1["state"], "backup", "{i1}");
+    assert_eq!(
+        i1["became_master"], 0,
+        "the backup took over at some point: {i1}"
+    );
+    assert_eq!(
+        pool_backends(a0, "p").await.expect("api")[0]["weight"],
+        2,
+        "the new process runs the file as reloaded"
+    );
+    lab.signal(p0b, libc::SIGTERM);
+    lab.signal(n1.proc, libc::SIGTERM);
+    until("both exit", Duration::from_secs(10), || {
+        !lab.running(p0b) && !lab.running(n1.proc)
+    })
+    .await;
+}
