@@ -18,6 +18,8 @@ command -v keepalived >/dev/null || need_apt+=(keepalived)
 # PROXY protocol interop: a real HAProxy in front of and behind tandem (Debian's package).
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
+# The packaged systemd unit is checked with systemd-analyze verify.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -66,6 +66,11 @@ pub enum Command {
     /// API, and print what changed. Exit 0 when the new configuration is in force; 1 when it
     /// was refused (the old one keeps running) or the daemon could not be reached.
     Reload(AdminOpts),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
+    /// `tandem completions bash > /usr/share/bash-completion/completions/tandem`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) to stdout, e.g. `tandem man > /usr/share/man/man1/tandem.1`.
+    Man,
     /// A self-contained demo on 127.0.0.1: three demo backends, a health-checked pool, an HTTP
     /// service and the admin API. Ctrl-C stops all of it.
     Demo(DemoOpts),

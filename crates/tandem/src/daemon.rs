@@ -52,6 +52,10 @@ pub fn run(
         .runtime
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // The binary's path now: a package upgrade replaces the file, and SIGUSR2 starts what is
+    // there then (/proc/self/exe would still name the deleted old one).
+    let exe = std::env::current_exe().ok();
+    let taking_over = upgrade.as_ref().is_some_and(|u| u.take_over);
     let topology: SharedTopology = Arc::new(ArcSwap::from_pointee(Topology::new(&cfg)));
 
     // `--upgrade`: the running process's sockets, used instead of binding.
@@ -169,7 +173,7 @@ pub fn run(
         }
         let admin_state: tandem_admin::SharedAdmin = Arc::new(ArcSwap::from_pointee(state));
         let mut reloader = crate::reload::Reloader::start(
-            file,
+            file.clone(),
             cfg,
             Arc::clone(&topology),
             Arc::clone(&admin_state),
@@ -187,6 +191,10 @@ pub fn run(
             spawn_handover(&u.socket, u.take_over, upgrade_tx);
         }
         on_ready(&started);
+        if taking_over {
+            // systemd follows the service's new main process.
+            crate::sd_notify::main_pid();
+        }
         crate::sd_notify::ready();
         let mut vrrp = Some(vrrp);
 
@@ -194,12 +202,17 @@ pub fn run(
         let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let mut usr2 = signal(SignalKind::user_defined2()).context("cannot watch SIGUSR2")?;
         let signal = loop {
             let reply = tokio::select! {
                 _ = term.recv() => break "SIGTERM",
                 _ = interrupt.recv() => break "SIGINT",
                 _ = hangup.recv() => None,
                 r = reload_rx.recv() => r,
+                _ = usr2.recv() => {
+                    spawn_successor(file.as_deref(), upgrade.as_ref(), &exe);
+                    continue;
+                }
                 Some(event) = upgrade_rx.recv() => match event {
                     UpgradeEvent::Offer(reply) => {
                         let _ = reply.send(offer(&dataplane, &admin_fd, cluster.as_deref()));
@@ -326,6 +339,35 @@ fn spawn_handover(path: &Path, replace: bool, events: tokio::sync::mpsc::Sender<
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the upgrade listener");
+    }
+}
+
+/// SIGUSR2: start the binary found at this process's path with the same configuration and
+/// `--upgrade`, as a child in the same service (cgroup); it takes over, and this process
+/// drains and exits. The way to upgrade under systemd: `systemctl kill -s USR2 tandem`.
+fn spawn_successor(file: Option<&Path>, upgrade: Option<&Upgrade>, exe: &Option<PathBuf>) {
+    let (Some(file), Some(upgrade), Some(exe)) = (file, upgrade, exe) else {
+        tracing::warn!("SIGUSR2: this process cannot start a successor (no configuration file)");
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(file)
+        .arg("--upgrade")
+        .arg("--upgrade-socket")
+        .arg(&upgrade.socket)
+        .stdin(std::process::Stdio::null());
+    match cmd.spawn() {
+        Ok(child) => {
+            tracing::info!(pid = child.id(), exe = %exe.display(), "SIGUSR2: started the successor");
+            // It outlives this process (reparented to init or the subreaper); waiting for it
+            // here would only keep a zombie away that init reaps anyway.
+            std::mem::forget(child);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, exe = %exe.display(), "SIGUSR2: cannot start the successor")
+        }
     }
 }
 

@@ -39,6 +39,14 @@ fn main() -> ExitCode {
         ),
         cli::Command::Check { config } => return check::run(&config),
         cli::Command::Reload(opts) => return admin_client::reload(&opts),
+        cli::Command::Completions { shell } => {
+            let mut cmd = <cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "tandem", &mut std::io::stdout());
+            Ok(())
+        }
+        cli::Command::Man => clap_mangen::Man::new(<cli::Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map_err(Into::into),
         cli::Command::Demo(opts) => demo::run(opts),
         cli::Command::VipCleanup { config } => vrrp::cleanup(&config),
     };

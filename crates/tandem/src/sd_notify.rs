@@ -47,3 +47,9 @@ pub fn reloading() {
 pub fn stopping() {
     send("STOPPING=1\nSTATUS=draining");
 }
+
+/// After `--upgrade`: this process is the service's main process now (needs
+/// `NotifyAccess=all` in the unit, since the old main process started it).
+pub fn main_pid() {
+    send(&format!("MAINPID={}", std::process::id()));
+}

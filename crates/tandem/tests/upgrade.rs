@@ -93,6 +93,25 @@ async fn upgrade_under_load_loses_no_request() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // SIGUSR2 (what `systemctl kill -s USR2` sends): the process starts its own successor.
+    third.signal(libc::SIGUSR2);
+    let status = third.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        third.log()
+    );
+    let log = strip_ansi(&third.log());
+    let fourth: i32 = log
+        .lines()
+        .find(|l| l.contains("started the successor"))
+        .and_then(|l| l.split("pid=").nth(1))
+        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no successor pid in the log:\n{log}"));
+    let fourth = Successor(fourth);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     let outcomes = load.stop().await;
     let failed = failures(&outcomes);
     assert!(outcomes.len() > 300, "only {} requests", outcomes.len());
@@ -104,8 +123,45 @@ async fn upgrade_under_load_loses_no_request() {
         &failed[..failed.len().min(5)],
         third.log()
     );
-    // The admin API answers from the third process (the only one left).
+    // The admin API answers from the fourth process (the only one left).
     let r = get(&format!("http://{admin}/api/v1/pools/app"), &[]).await;
     assert_eq!(r.status, 200);
-    assert!(third.try_wait().is_none(), "{}", third.log());
+    drop(fourth);
+}
+
+/// The log without terminal colour sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The process SIGUSR2 started (not our child): stopped by PID at the end of the test.
+struct Successor(i32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID read from the log of the process that started it.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+        for _ in 0..500 {
+            // SAFETY: signal 0 only checks that the process exists.
+            if unsafe { libc::kill(self.0, 0) } != 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
 }
