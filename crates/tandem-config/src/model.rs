@@ -280,6 +280,31 @@ pub struct Service {
     pub accept_proxy_protocol: Vec<Cidr>,
     /// `responses` / `max_flows` (udp).
     pub udp: UdpFlows,
+    /// `access_log`: one line per request (http) or connection (tcp). Default none.
+    pub access_log: Option<AccessLog>,
+}
+
+/// `access_log = { path = "stdout" | "/var/log/tandem/access.log", format = "common" | "json" }`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// `path`: a file (appended to, reopened on reload for log rotation) or `"stdout"`.
+    pub target: AccessLogTarget,
+    pub format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// The NCSA common log format with tandem's fields appended (`backend=`, `duration=`,
+    /// `backend_time=`), so the usual log tools read it.
+    Common,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Service {

@@ -435,6 +435,7 @@ const SERVICE_KEYS: &[&str] = &[
     "accept_proxy_protocol",
     "responses",
     "max_flows",
+    "access_log",
 ];
 const SERVICE_HTTP_ONLY: &[&str] = &[
     "tls",
@@ -1308,6 +1309,11 @@ fn services(
             .ok()
             .flatten()
             .unwrap_or_default();
+        let access_log = if udp {
+            None
+        } else {
+            t.opt(cx, "access_log", access_log).ok().flatten()
+        };
         out.push(Service {
             name: svc_name.unwrap_or_default(),
             listen: listen.unwrap_or(PLACEHOLDER_ADDR),
@@ -1326,9 +1332,48 @@ fn services(
             tls,
             accept_proxy_protocol,
             udp: udp_flows,
+            access_log,
         });
     }
     out
+}
+
+const ACCESS_LOG_KEYS: &[&str] = &["path", "format"];
+
+/// `access_log = { path = "...", format = "common" | "json" }`.
+fn access_log(cx: &mut Cx, path: &str, v: &Value) -> R<AccessLog> {
+    let mut t = table(cx, path, v, "the access_log table")?;
+    t.check_keys(cx, ACCESS_LOG_KEYS);
+    let target = t.req(cx, "path", |cx, p, v| {
+        let s = string(cx, p, v)?;
+        match s {
+            "stdout" | "-" => Ok(AccessLogTarget::Stdout),
+            "" => Err(cx.error(v.span().start, p, "an empty path")),
+            s if !s.starts_with('/') => Err(cx.error(
+                v.span().start,
+                p,
+                "use an absolute path (the daemon's working directory is no place for logs) or \"stdout\"",
+            )),
+            s => Ok(AccessLogTarget::File(std::path::PathBuf::from(s))),
+        }
+    });
+    let format = t
+        .opt(cx, "format", |cx, p, v| match string(cx, p, v)? {
+            "common" => Ok(AccessLogFormat::Common),
+            "json" => Ok(AccessLogFormat::Json),
+            other => Err(cx.error(
+                v.span().start,
+                p,
+                &format!("unknown format `{other}`: use \"common\" or \"json\""),
+            )),
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(AccessLogFormat::Common);
+    Ok(AccessLog {
+        target: target?,
+        format,
+    })
 }
 
 /// A network or a list of them (`accept_proxy_protocol`): `"198.51.100.0/24"`,

@@ -189,6 +189,7 @@ idle_timeout = "1h"
                 tls: None,
                 accept_proxy_protocol: Vec::new(),
                 udp: UdpFlows::default(),
+                access_log: None,
             },
             Service {
                 name: "pg".into(),
@@ -214,6 +215,7 @@ idle_timeout = "1h"
                 tls: None,
                 accept_proxy_protocol: Vec::new(),
                 udp: UdpFlows::default(),
+                access_log: None,
             },
         ],
     };
@@ -296,6 +298,7 @@ pool = "p"
             tls: None,
             accept_proxy_protocol: Vec::new(),
             udp: UdpFlows::default(),
+            access_log: None,
         }],
     };
     let got = parse(src);

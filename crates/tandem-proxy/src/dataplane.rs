@@ -32,6 +32,8 @@ pub enum DataplaneError {
     Thread(io::Error),
     #[error("service `{service}`: {error}")]
     Tls { service: String, error: String },
+    #[error("service `{service}`: {error}")]
+    AccessLog { service: String, error: String },
     #[error("service `{service}`: no listener is open on {addr}")]
     NotBound { service: String, addr: SocketAddr },
 }
@@ -227,6 +229,7 @@ pub struct Dataplane {
 /// thread).
 struct Plan {
     cfg: Service,
+    access_log: Option<crate::access_log::AccessLog>,
     balancers: Vec<Arc<Balancer>>,
     limit: Option<Arc<tokio::sync::Semaphore>>,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -282,8 +285,20 @@ impl Plan {
             }
             None => (None, None),
         };
+        let access_log = match &cfg.access_log {
+            Some(a) => Some(
+                crate::access_log::AccessLog::open(&cfg.name, a).map_err(|e| {
+                    DataplaneError::AccessLog {
+                        service: cfg.name.clone(),
+                        error: e.to_string(),
+                    }
+                })?,
+            ),
+            None => None,
+        };
         Ok(Plan {
             cfg: cfg.clone(),
+            access_log,
             balancers,
             limit,
             tls,
@@ -454,6 +469,8 @@ impl Dataplane {
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Log rotation: every access log file is opened again.
+        crate::access_log::reopen_all();
         let mut report = ReloadReport::default();
         let mut kept = Vec::with_capacity(bound.len());
         for b in &bound {
@@ -803,7 +820,12 @@ impl Generation {
                         )
                     })
                 };
-                let h2 = Arc::new(H2Service::new(cfg, balancers.clone(), router()));
+                let h2 = Arc::new(H2Service::new(
+                    cfg,
+                    balancers.clone(),
+                    router(),
+                    plan.access_log.clone(),
+                ));
                 match &plan.tls {
                     Some(config) => Handler::Tls(Arc::new(TlsHandler {
                         acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(config)),
@@ -828,10 +850,15 @@ impl Generation {
                         balancers.clone(),
                         router(),
                         h2,
+                        plan.access_log.clone(),
                     ))),
                 }
             }
-            Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(cfg, balancer))),
+            Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(
+                cfg,
+                balancer,
+                plan.access_log.clone(),
+            ))),
             // Served by `start_udp`.
             Mode::Udp => return None,
         };

@@ -60,6 +60,7 @@ pub(crate) struct H2Service {
     measure_latency: bool,
     /// `max_request_body`.
     max_body: Option<u64>,
+    access_log: Option<crate::access_log::AccessLog>,
 }
 
 impl H2Service {
@@ -67,6 +68,7 @@ impl H2Service {
         cfg: &Service,
         balancers: Vec<Arc<Balancer>>,
         router: Option<crate::route::Router>,
+        access_log: Option<crate::access_log::AccessLog>,
     ) -> Self {
         let balancer = Arc::clone(&balancers[0]);
         let backend_addrs = |b: &Arc<Balancer>| {
@@ -130,6 +132,7 @@ impl H2Service {
             timeouts: cfg.timeouts.clone(),
             h2,
             max_body: cfg.max_request_body,
+            access_log,
         }
     }
 
@@ -261,7 +264,53 @@ impl H2Service {
         }
     }
 
+    /// One request, with its access log line when the service keeps one.
     async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        https: bool,
+        client: Option<Addresses>,
+    ) -> Response<ProxyBody> {
+        let Some(log) = &self.access_log else {
+            return self.serve_request(req, peer, https, client).await;
+        };
+        let started = std::time::Instant::now();
+        let request = format!(
+            "{} {}",
+            req.method(),
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path(), |pq| pq.as_str())
+        );
+        let protocol = match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let resp = self.serve_request(req, peer, https, client).await;
+        let answered = resp.extensions().get::<Answered>().copied();
+        log.log(crate::access_log::Record {
+            at: std::time::SystemTime::now(),
+            client: peer.ip(),
+            request,
+            protocol,
+            status: resp.status().as_u16(),
+            // The body is still to be streamed: its declared length.
+            bytes: resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+            bytes_in: 0,
+            backend: answered.map(|a| a.backend),
+            duration: started.elapsed(),
+            backend_time: answered.map(|a| a.after),
+        });
+        resp
+    }
+
+    async fn serve_request(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
@@ -556,6 +605,7 @@ impl H2Service {
     ) -> Result<Response<ProxyBody>, Lost> {
         let backend = Arc::clone(slot.backend());
         let started = self.measure_latency.then(std::time::Instant::now);
+        let sent = std::time::Instant::now();
         let pool = &balancer.pool;
         match self
             .upstreams
@@ -576,6 +626,12 @@ impl H2Service {
                     addr: backend.address,
                     slot,
                 };
+                if self.access_log.is_some() {
+                    parts.extensions.insert(Answered {
+                        backend: backend.address,
+                        after: sent.elapsed(),
+                    });
+                }
                 let body = ProxyBody::Upstream(UpstreamBody::new(body, finish));
                 Ok(Response::from_parts(parts, body))
             }
@@ -596,6 +652,14 @@ impl H2Service {
 
 /// The largest refused request body (`max_request_body`) read and discarded rather than reset.
 const DISCARD_MAX: u64 = 64 * 1024;
+
+/// Which backend answered and how long it took (for the access log), carried on the
+/// response.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    backend: SocketAddr,
+    after: std::time::Duration,
+}
 
 /// Why a backend did not answer a request.
 enum Lost {

@@ -6,6 +6,7 @@
 //! wake-ups (what nginx and HAProxy do with processes/threads). The only shared state is the
 //! [`tandem_balance::Topology`]: an atomically swapped selection snapshot and relaxed counters.
 
+mod access_log;
 mod activity;
 mod body;
 mod connect;

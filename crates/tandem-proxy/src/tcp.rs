@@ -24,14 +24,20 @@ pub(crate) struct TcpService {
     timeouts: Timeouts,
     /// `accept_proxy_protocol`.
     accept_proxy: Option<Acceptor>,
+    access_log: Option<crate::access_log::AccessLog>,
 }
 
 impl TcpService {
-    pub(crate) fn new(cfg: &Service, balancer: Arc<Balancer>) -> Self {
+    pub(crate) fn new(
+        cfg: &Service,
+        balancer: Arc<Balancer>,
+        access_log: Option<crate::access_log::AccessLog>,
+    ) -> Self {
         TcpService {
             accept_proxy: Acceptor::new(cfg, Arc::clone(&balancer.stats)),
             balancer,
             timeouts: cfg.timeouts.clone(),
+            access_log,
         }
     }
 
@@ -85,11 +91,14 @@ impl TcpService {
             let activity = Arc::new(Activity::default());
             let mut c = ActivityIo::new(client, Arc::clone(&activity));
             let mut b = ActivityIo::new(upstream, Arc::clone(&activity));
+            let started = std::time::Instant::now();
+            let mut moved = (0, 0);
             tokio::select! {
                 r = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut b, COPY_BUF, COPY_BUF) => {
                     if let Ok((up, down)) = r {
                         backend.stats.bytes_in.fetch_add(up, Ordering::Relaxed);
                         backend.stats.bytes_out.fetch_add(down, Ordering::Relaxed);
+                        moved = (up, down);
                     }
                 }
                 _ = activity.idle_expired(self.timeouts.idle) => {
@@ -97,6 +106,20 @@ impl TcpService {
                 }
             }
             drop(slot);
+            if let Some(log) = &self.access_log {
+                log.log(crate::access_log::Record {
+                    at: std::time::SystemTime::now(),
+                    client: peer.ip(),
+                    request: String::new(),
+                    protocol: "TCP",
+                    status: 0,
+                    bytes: moved.1,
+                    bytes_in: moved.0,
+                    backend: Some(backend.address),
+                    duration: started.elapsed(),
+                    backend_time: None,
+                });
+            }
             return;
         }
     }

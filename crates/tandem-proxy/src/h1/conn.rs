@@ -39,6 +39,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const GONE: &str = "backend went down before it answered\n";
 
 pub(crate) struct H1Service {
+    /// `access_log`.
+    access_log: Option<crate::access_log::AccessLog>,
     /// The service's default pool (balancers[0]): its counters are the service's.
     balancer: Arc<Balancer>,
     /// One per pool the service can send to, indexed like the router's pools.
@@ -128,6 +130,45 @@ struct Conn {
     /// The connection ends with part of a request body unread (an early answer): close it
     /// gracefully (see [`linger`]).
     linger: bool,
+    /// The request in progress as the access log will tell it (only when the service logs).
+    log: Option<Box<LogEntry>>,
+}
+
+/// What the access log records of one request, filled in as it goes (atomics: the answer
+/// may be written where only a shared borrow of the connection is at hand, across awaits;
+/// nobody else ever touches them, so they cost what plain fields do).
+struct LogEntry {
+    started: std::time::Instant,
+    /// `METHOD target` as received.
+    request: String,
+    minor: u8,
+    status: std::sync::atomic::AtomicU16,
+    bytes: std::sync::atomic::AtomicU64,
+    backend: std::sync::Mutex<Option<(SocketAddr, Duration)>>,
+}
+
+impl LogEntry {
+    fn new(request: String, minor: u8) -> Self {
+        LogEntry {
+            started: std::time::Instant::now(),
+            request,
+            minor,
+            status: Default::default(),
+            bytes: Default::default(),
+            backend: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn answered(&self, status: u16, bytes: u64) {
+        self.status.store(status, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    fn backend_answered(&self, status: u16, backend: SocketAddr) {
+        self.status.store(status, Ordering::Relaxed);
+        *self.backend.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((backend, self.started.elapsed()));
+    }
 }
 
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy the
@@ -223,6 +264,7 @@ impl H1Service {
         balancers: Vec<Arc<Balancer>>,
         router: Option<crate::route::Router>,
         h2: Arc<H2Service>,
+        access_log: Option<crate::access_log::AccessLog>,
     ) -> Self {
         let addrs = balancers.iter().flat_map(|b| {
             b.pool
@@ -241,6 +283,7 @@ impl H1Service {
             .collect();
         let accept_proxy = Acceptor::new(cfg, Arc::clone(&balancers[0].stats));
         H1Service {
+            access_log,
             pool: BackendPool::new(addrs),
             measure_latency: balancers
                 .iter()
@@ -303,6 +346,7 @@ impl H1Service {
             req_body: None,
             resp_body: Vec::new(),
             linger: false,
+            log: None,
         };
         let handoff = self.serve_requests(&mut c, &mut shutdown, &retired).await;
         let Conn {
@@ -354,7 +398,9 @@ impl H1Service {
             if *retired.borrow() {
                 info.keep_alive = false;
             }
-            match self.proxy_request(c, info).await {
+            let next = self.proxy_request(c, info).await;
+            self.log_request(c);
+            match next {
                 Next::KeepAlive if !*shutdown.borrow() => {}
                 _ => return false,
             }
@@ -366,6 +412,31 @@ impl H1Service {
                 first = false;
             }
         }
+    }
+
+    /// The access log line of the request just served (nothing when it got no answer at
+    /// all: the client went away first).
+    fn log_request(&self, c: &mut Conn) {
+        let (Some(log), Some(e)) = (&self.access_log, c.log.take()) else {
+            return;
+        };
+        let status = e.status.load(Ordering::Relaxed);
+        if status == 0 {
+            return;
+        }
+        let backend = *e.backend.lock().unwrap_or_else(|p| p.into_inner());
+        log.log(crate::access_log::Record {
+            at: std::time::SystemTime::now(),
+            client: c.peer_ip,
+            protocol: if e.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+            status,
+            bytes: e.bytes.load(Ordering::Relaxed),
+            bytes_in: 0,
+            backend: backend.map(|b| b.0),
+            duration: e.started.elapsed(),
+            backend_time: backend.map(|b| b.1),
+            request: e.request,
+        });
     }
 
     /// What the request rewriter looks for, from the service's persistence.
@@ -435,8 +506,7 @@ impl H1Service {
                 Ok(0) => return Ok(None),
                 // A head begun but not finished in time: say so, as HAProxy and nginx do.
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !c.cbuf.is_empty() => {
-                    self.local(&c.client, 408, "request timeout\n", true, false)
-                        .await;
+                    self.local(c, 408, "request timeout\n", true, false).await;
                     return Ok(None);
                 }
                 Err(_) => return Ok(None),
@@ -465,18 +535,18 @@ impl H1Service {
             &rules,
         ) {
             Ok(Some(info)) => {
+                if self.access_log.is_some() {
+                    c.log = Some(Box::new(LogEntry::new(
+                        request_line(&c.cbuf.filled()[..info.head_len]),
+                        info.minor,
+                    )));
+                }
                 c.cbuf.consume(info.head_len);
                 Some(Some(info))
             }
             Ok(None) if c.cbuf.is_full() => {
-                self.local(
-                    &c.client,
-                    431,
-                    "request header fields too large\n",
-                    true,
-                    false,
-                )
-                .await;
+                self.local(c, 431, "request header fields too large\n", true, false)
+                    .await;
                 Some(None)
             }
             Ok(None) => None,
@@ -488,7 +558,12 @@ impl H1Service {
                     HeadError::Bad(_) => (400, "bad request\n"),
                 };
                 tracing::debug!(peer = %c.key.client.map_or_else(String::new, |ip| ip.to_string()), error = %e, "rejected request");
-                self.local(&c.client, status, msg, true, false).await;
+                if self.access_log.is_some() {
+                    // Refused requests are logged too (with whatever request line came).
+                    c.log = Some(Box::new(LogEntry::new(request_line(c.cbuf.filled()), 1)));
+                }
+                self.local(c, status, msg, true, false).await;
+                self.log_request(c);
                 Some(None)
             }
         }
@@ -548,7 +623,7 @@ impl H1Service {
                 Acquired::Slot(s) => s,
                 Acquired::PinnedDown => {
                     self.local(
-                        &c.client,
+                        c,
                         503,
                         "the backend of this session is down\n",
                         close_after_local,
@@ -558,25 +633,13 @@ impl H1Service {
                     return next_after_local(close_after_local);
                 }
                 Acquired::Busy => {
-                    self.local(
-                        &c.client,
-                        503,
-                        "all backends are busy\n",
-                        close_after_local,
-                        false,
-                    )
-                    .await;
+                    self.local(c, 503, "all backends are busy\n", close_after_local, false)
+                        .await;
                     return next_after_local(close_after_local);
                 }
                 Acquired::NoBackend => {
-                    self.local(
-                        &c.client,
-                        503,
-                        "no backend available\n",
-                        close_after_local,
-                        true,
-                    )
-                    .await;
+                    self.local(c, 503, "no backend available\n", close_after_local, true)
+                        .await;
                     return next_after_local(close_after_local);
                 }
                 Acquired::Exhausted => break 'backends,
@@ -648,14 +711,14 @@ impl H1Service {
                         break 'backends;
                     }
                     Err(Failure::NoResponse(status, msg) | Failure::Respond(status, msg)) => {
-                        self.local(&c.client, status, msg, true, false).await;
+                        self.local(c, status, msg, true, false).await;
                         return Next::Close;
                     }
                     Err(Failure::Abort) => return Next::Close,
                 }
             }
         }
-        self.local(&c.client, last.0, last.1, true, false).await;
+        self.local(c, last.0, last.1, true, false).await;
         Next::Close
     }
 
@@ -857,6 +920,9 @@ impl H1Service {
             );
         }
         c.bbuf.consume(resp.head_len);
+        if let Some(e) = &c.log {
+            e.backend_answered(resp.status, slot.backend().address);
+        }
 
         if resp.status == 101 {
             if !info.upgrade {
@@ -899,6 +965,9 @@ impl H1Service {
         {
             Ok(n) => {
                 stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+                if let Some(e) = &c.log {
+                    e.bytes.store(n, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 if matches!(
@@ -964,6 +1033,9 @@ impl H1Service {
             }
         }
         stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+        if let Some(e) = &c.log {
+            e.bytes.store(n, Ordering::Relaxed);
+        }
         if backend_keep_alive && c.bbuf.is_empty() {
             self.pool.checkin(slot.backend().address, backend);
         }
@@ -1102,19 +1174,19 @@ impl H1Service {
             head.extend_from_slice(b"Connection: close\r\n");
         }
         head.extend_from_slice(b"\r\n");
+        if let Some(e) = &c.log {
+            e.answered(status, body.len() as u64);
+        }
         let _ = write_all2(&c.client, &head, body, Limit::For(Duration::from_secs(5))).await;
     }
 
     /// A short plain-text answer of tandem's own, counted in the service's stats (503s are
     /// counted where the balancer turns the request away).
-    async fn local(
-        &self,
-        client: &TcpStream,
-        status: u16,
-        body: &str,
-        close: bool,
-        retry_after: bool,
-    ) {
+    async fn local(&self, c: &Conn, status: u16, body: &str, close: bool, retry_after: bool) {
+        if let Some(e) = &c.log {
+            e.answered(status, body.len() as u64);
+        }
+        let client = &c.client;
         let stats = &self.balancer.stats;
         match status {
             400 | 405 | 408 | 413 | 431 => stats.rejected.fetch_add(1, Ordering::Relaxed),
@@ -1123,6 +1195,20 @@ impl H1Service {
         };
         write_local(client, status, body, close, retry_after).await;
     }
+}
+
+/// `METHOD target` of a request head (its first line without the version), for the log.
+fn request_line(head: &[u8]) -> String {
+    let end = head
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(head.len());
+    let line = &head[..end.min(8192)];
+    let line = match line.iter().rposition(|&b| b == b' ') {
+        Some(sp) => &line[..sp],
+        None => line,
+    };
+    String::from_utf8_lossy(line).into_owned()
 }
 
 async fn write_local(client: &TcpStream, status: u16, body: &str, close: bool, retry_after: bool) {
