@@ -1364,7 +1364,7 @@ fn access_log(cx: &mut Cx, path: &str, v: &Value) -> R<AccessLog> {
             other => Err(cx.error(
                 v.span().start,
                 p,
-                &format!("unknown format `{other}`: use \"common\" or \"json\""),
+                format!("unknown format `{other}`: use \"common\" or \"json\""),
             )),
         })
         .ok()
