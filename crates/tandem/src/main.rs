@@ -9,6 +9,7 @@ mod cluster;
 mod daemon;
 mod demo;
 mod logging;
+mod status;
 mod vrrp;
 mod vrrp_notify;
 mod vrrp_probes;
@@ -23,7 +24,8 @@ fn main() -> ExitCode {
     logging::init(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
         cli::Command::Run { config } => daemon::run_file(&config),
-        cli::Command::Check { config } => return check::run(&config),
+        cli::Command::Check { config, strict } => return check::run(&config, strict),
+        cli::Command::Status(opts) => status::run(opts),
         cli::Command::Demo(opts) => demo::run(opts),
         cli::Command::VipCleanup { config } => vrrp::cleanup(&config),
     };
