@@ -304,6 +304,8 @@ impl Collector for TopologyCollector {
             }
         }
 
+        encode_capacity(&mut enc, &self.topology)?;
+
         let services: [(&str, &str, ServiceCounter); 7] = [
             ("tandem_service_connections", "Client connections accepted.", |s| &s.connections),
             (
@@ -431,4 +433,49 @@ impl TopologyCollector {
         }
         Ok(())
     }
+}
+
+/// N+1 per pool with a `capacity` on its backends: the verdict and the numbers behind it,
+/// from the pool's load monitor (sampled on the control-plane tick, not here).
+fn encode_capacity(enc: &mut DescriptorEncoder, topology: &Topology) -> fmt::Result {
+    let status: Vec<_> = topology
+        .pools
+        .iter()
+        .filter_map(|p| p.load.status().map(|s| (p.name.as_str(), s)))
+        .collect();
+    let mut m = enc.encode_descriptor(
+        "tandem_pool_survives_loss_of_largest",
+        "1 if the backends in rotation carry the load of the last 30 s with the largest of them gone (N+1), else 0; absent without `capacity` on the backends.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (pool, s) in &status {
+        if let Some(ok) = s.survives {
+            m.encode_family(&[("pool", *pool)])?
+                .encode_gauge(&u32::from(ok))?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "tandem_pool_observed_load",
+        "Requests (http) or connections (tcp, udp) per second to the pool's backends over the last 30 s.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (pool, s) in &status {
+        if let Some(v) = s.observed {
+            m.encode_family(&[("pool", *pool), ("unit", s.unit.name())])?
+                .encode_gauge(&v)?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "tandem_pool_capacity_without_largest",
+        "What the backends in rotation can carry per second (their `capacity`) with the largest of them gone.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (pool, s) in &status {
+        m.encode_family(&[("pool", *pool), ("unit", s.unit.name())])?
+            .encode_gauge(&s.without_largest)?;
+    }
+    Ok(())
 }

@@ -29,6 +29,39 @@ pub struct PoolView<'a> {
     /// Same as the `tandem_pool_backends_eligible` metric.
     pub backends_eligible: usize,
     pub backends: Vec<BackendView>,
+    /// Whether the pool carries its observed load with its largest backend in rotation gone
+    /// (see `capacity`); null when no backend has a `capacity` or the load is not known yet.
+    pub survives_losing_one: Option<bool>,
+    /// The numbers behind `survives_losing_one`; null when no backend has a `capacity`.
+    pub capacity: Option<CapacityView>,
+}
+
+/// A pool's load against its backends' capacities (`capacity`, `expected_load` in the config).
+#[derive(Debug, Serialize)]
+pub struct CapacityView {
+    /// `req/s` or `conn/s`.
+    pub unit: &'static str,
+    /// Per second over the last 30 s; null until measured.
+    pub observed_load: Option<f64>,
+    /// The configured `expected_load`; null when not set.
+    pub expected_load: Option<f64>,
+    /// What the backends in rotation can carry, and what is left without the largest.
+    pub capacity: f64,
+    pub capacity_without_largest: f64,
+    pub largest: Option<SocketAddr>,
+}
+
+impl From<tandem_balance::CapacityStatus> for CapacityView {
+    fn from(s: tandem_balance::CapacityStatus) -> Self {
+        CapacityView {
+            unit: s.unit.name(),
+            observed_load: s.observed,
+            expected_load: s.expected,
+            capacity: s.capacity,
+            capacity_without_largest: s.without_largest,
+            largest: s.largest,
+        }
+    }
 }
 
 /// One backend with its health and counters.
@@ -167,7 +200,10 @@ impl<'a> PoolsView<'a> {
 
 impl<'a> PoolView<'a> {
     pub fn new(pool: &'a PoolRuntime) -> Self {
+        let capacity = pool.load.status();
         PoolView {
+            survives_losing_one: capacity.as_ref().and_then(|c| c.survives),
+            capacity: capacity.map(CapacityView::from),
             name: &pool.name,
             scheduler: pool.scheduler.name(),
             sorry_server: pool.sorry.as_ref().map(|s| s.address),

@@ -22,6 +22,7 @@ fn backend(addr: &str, weight: u32, backup: bool, max: Option<u32>) -> Backend {
         backup,
         max_connections: max,
         health: None,
+        capacity: None,
     }
 }
 
@@ -44,6 +45,7 @@ fn pool(name: &str, scheduler: SchedulerKind, sorry: Option<&str>, backends: Vec
         tls: None,
         protocol: tandem_config::BackendProtocol::Http1,
         proxy_protocol: None,
+        expected_load: None,
     }
 }
 

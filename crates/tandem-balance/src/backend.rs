@@ -208,6 +208,7 @@ impl BackendRuntime {
                 backup: false,
                 max_connections: None,
                 health: None,
+                capacity: None,
             },
         );
         b.health.store(Health::Up.to_u8(), Ordering::Relaxed);

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod connect_timer;
+pub mod load;
 pub mod outlier;
 pub mod persistence;
 pub mod pool;
@@ -18,6 +19,7 @@ pub mod token;
 pub mod topology;
 
 pub use backend::{ActiveGuard, AdminState, BackendRuntime, BackendStats, Health, HealthDetail};
+pub use load::{CapacityStatus, LoadMonitor};
 pub use pool::{Avoid, Pick, PoolRuntime, SORRY_ID};
 pub use scheduler::{build as build_scheduler, Candidate, LoadView, RequestKey, Scheduler};
 pub use topology::{ServiceStats, SharedTopology, Topology};

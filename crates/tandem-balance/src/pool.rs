@@ -111,6 +111,8 @@ pub struct PoolRuntime {
     pub budget: RetryBudget,
     /// Observed connect times, for the adaptive connect timeout.
     pub connect_timer: ConnectTimer,
+    /// Observed load against the backends' `capacity`: survives losing the largest one?
+    pub load: crate::load::LoadMonitor,
     selection: ArcSwap<Selection>,
     /// Serialises rebuilds so two concurrent changes cannot publish out of order.
     rebuild: Mutex<()>,
@@ -163,6 +165,7 @@ impl PoolRuntime {
             proxy_protocol: cfg.proxy_protocol,
             budget: RetryBudget::new(cfg.retries.budget_percent, Retries::BUDGET_FLOOR_PER_SECOND),
             connect_timer: ConnectTimer::new(),
+            load: crate::load::LoadMonitor::new(cfg),
             backends,
             selection: ArcSwap::from_pointee(selection),
             rebuild: Mutex::new(()),
@@ -374,7 +377,8 @@ impl PoolRuntime {
     // Time and operators
 
     /// The control plane's periodic step: refill the retry budget for `elapsed`, end
-    /// ejections whose time is up and advance slow-start ramps. Returns the ids of backends
+    /// ejections whose time is up, advance slow-start ramps and sample the load (once a
+    /// second, see [`crate::load::LoadMonitor`]). Returns the ids of backends
     /// whose ejection ended.
     pub fn tick(&self, now: Instant, elapsed: Duration) -> Vec<usize> {
         self.budget.refill(elapsed);
@@ -395,6 +399,7 @@ impl PoolRuntime {
         if ramping || !returned.is_empty() {
             self.rebuild_locked(now);
         }
+        self.load.sample(now, &self.backends);
         returned
     }
 
@@ -542,6 +547,7 @@ mod tests {
             tls: None,
             protocol: tandem_config::BackendProtocol::Http1,
             proxy_protocol: None,
+            expected_load: None,
         };
         f(&mut cfg);
         PoolRuntime::new(&cfg)
@@ -558,6 +564,7 @@ mod tests {
             backup,
             max_connections: max,
             health: None,
+            capacity: None,
         }
     }
 

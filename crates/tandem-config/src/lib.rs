@@ -27,6 +27,7 @@
 //! ```
 
 mod address;
+pub mod capacity;
 mod duration;
 pub mod model;
 mod parse;
@@ -34,6 +35,7 @@ mod position;
 mod suggest;
 
 pub use address::parse_socket_addr;
+pub use capacity::{LoadUnit, Rate};
 pub use duration::parse_duration;
 pub use model::*;
 

@@ -104,6 +104,9 @@ pub struct Pool {
     /// `proxy_protocol`: every new connection to a backend of this pool starts with a PROXY
     /// protocol header of this version carrying the client's addresses. Default none.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// `expected_load`: the peak the pool must carry, e.g. `"800 req/s"`; `tandem check` says
+    /// whether it still does with its largest backend gone. Default none.
+    pub expected_load: Option<crate::capacity::Rate>,
 }
 
 /// `[[pool]] tls = true` or `tls = { ca_file = "...", sni = "...", verify = true }`.
@@ -210,6 +213,9 @@ pub struct Backend {
     pub max_connections: Option<u32>,
     /// `health`: this backend's own check, replacing the pool's (`None`: the pool's applies).
     pub health: Option<HealthCheck>,
+    /// `capacity`: what this backend can serve, e.g. `"500 req/s"`, for the N+1 analysis of
+    /// `tandem check` and the live `survives_losing_one`. Default none.
+    pub capacity: Option<crate::capacity::Rate>,
 }
 
 /// `[[service]] mode`: what the listener speaks. Default `http`.

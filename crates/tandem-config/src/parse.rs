@@ -23,9 +23,11 @@ use crate::position::LineIndex;
 use crate::suggest::closest;
 use crate::{ConfigError, ConfigErrors};
 
+mod capacity;
 mod health;
 mod persistence;
 mod route;
+mod spof;
 mod tls;
 mod vrrp;
 mod vrrp_ops;
@@ -402,6 +404,7 @@ const POOL_KEYS: &[&str] = &[
     "tls",
     "protocol",
     "proxy_protocol",
+    "expected_load",
 ];
 const OUTLIER_KEYS: &[&str] = &[
     "consecutive_connect_failures",
@@ -410,7 +413,14 @@ const OUTLIER_KEYS: &[&str] = &[
     "max_ejection_time",
     "max_ejection_percent",
 ];
-const BACKEND_KEYS: &[&str] = &["address", "weight", "backup", "max_connections", "health"];
+const BACKEND_KEYS: &[&str] = &[
+    "address",
+    "weight",
+    "backup",
+    "max_connections",
+    "health",
+    "capacity",
+];
 const SERVICE_KEYS: &[&str] = &[
     "name",
     "listen",
@@ -498,7 +508,7 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
     };
     let cluster = root
         .get("cluster")
-        .and_then(|v| persistence::cluster(cx, v));
+        .and_then(|v| persistence::cluster(cx, v).map(|c| (c, v.span().start)));
     let mut listens = Vec::new();
     let services = match root.get("service") {
         Some(v) => services(
@@ -519,7 +529,11 @@ fn config(cx: &mut Cx, root: &DeTable) -> Config {
         None => Vec::new(),
     };
     vrrp::single_points_of_failure(cx, &vrrp, &listens);
-    let vrrp = vrrp.into_iter().map(|(v, _, _)| v).collect();
+    let vrrp: Vec<Vrrp> = vrrp.into_iter().map(|(v, _, _)| v).collect();
+    if let Some((c, at)) = &cluster {
+        spof::cluster_warnings(cx, *at, c, &vrrp);
+    }
+    let cluster = cluster.map(|(c, _)| c);
     Config {
         runtime,
         admin: admin.unwrap_or_default(),
@@ -661,7 +675,9 @@ fn pool(cx: &mut Cx, t: &Table, name: String) -> Pool {
         .req(cx, "backends", |cx, p, v| Ok(backends(cx, p, v)))
         .unwrap_or_default();
     let proxy_protocol = proxy_protocol(cx, t, &health, &backends);
-    Pool {
+    let expected_load = t.opt(cx, "expected_load", capacity::rate).ok().flatten();
+    capacity::check_units(cx, t, &backends, expected_load);
+    let pool = Pool {
         name,
         scheduler: or(scheduler, Pool::DEFAULT_SCHEDULER),
         sorry_server,
@@ -711,7 +727,11 @@ fn pool(cx: &mut Cx, t: &Table, name: String) -> Pool {
             BackendProtocol::Http1,
         ),
         proxy_protocol,
-    }
+        expected_load,
+    };
+    spof::pool_warnings(cx, t, &pool);
+    capacity::n_plus_one_warnings(cx, t, &pool);
+    pool
 }
 
 /// `tls = true` or `tls = { ca_file, sni, verify }` on a pool.
@@ -943,7 +963,9 @@ fn backends(cx: &mut Cx, path: &str, v: &Value) -> Vec<Backend> {
         let health = t
             .get("health")
             .map(|v| health(cx, &t.key_path("health"), v));
+        let capacity = t.opt(cx, "capacity", capacity::rate).ok().flatten();
         out.push(Backend {
+            capacity,
             health,
             address: address.unwrap_or(PLACEHOLDER_ADDR),
             weight: or(weight, 1).try_into().unwrap_or(1),
@@ -1096,6 +1118,15 @@ fn services(
                     &t.key_path("pool"),
                     format!("pool `{pool_name}` sends traffic to {target}, which is this service's own listen address {addr}; requests would loop"),
                 );
+            }
+        }
+
+        if let (Ok(pool_name), true) = (&pool, mode_ok) {
+            if let Some(p) = pools
+                .iter()
+                .find(|p| p.name.as_deref() == Some(pool_name.as_str()))
+            {
+                capacity::service_unit_warning(cx, &t, mode, &p.pool);
             }
         }
 

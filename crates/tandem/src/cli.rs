@@ -61,6 +61,9 @@ pub enum Command {
         /// The configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Exit 2 when there are warnings (single points of failure, capacity), for CI.
+        #[arg(long)]
+        strict: bool,
     },
     /// Ask the running daemon to re-read its configuration (as SIGHUP does) through the admin
     /// API, and print what changed. Exit 0 when the new configuration is in force; 1 when it
@@ -71,6 +74,10 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff) to stdout, e.g. `tandem man > /usr/share/man/man1/tandem.1`.
     Man,
+    /// Show the running daemon's services and backends with their state and traffic, like
+    /// `ipvsadm -L -n --stats --rate`, read from its admin API. Rates are measured over one
+    /// second (or between refreshes with --watch).
+    Status(StatusOpts),
     /// A self-contained demo on 127.0.0.1: three demo backends, a health-checked pool, an HTTP
     /// service and the admin API. Ctrl-C stops all of it.
     Demo(DemoOpts),
@@ -107,4 +114,23 @@ pub struct DemoOpts {
     /// Where the admin API listens.
     #[arg(long, default_value = "127.0.0.1:9900")]
     pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusOpts {
+    /// The admin API, HOST:PORT. Default: `[admin] listen` of --config, else 127.0.0.1:9900.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<String>,
+    /// Read the admin address from this configuration file.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Refresh every SECS seconds (default 2) until Ctrl-C.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
+    /// Print JSON (one document per refresh) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Send the token in this file as `Authorization: Bearer`, for an admin API that has one.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }

@@ -12,6 +12,7 @@ mod demo;
 mod logging;
 mod reload;
 mod sd_notify;
+mod status;
 mod upgrade;
 mod vrrp;
 mod vrrp_notify;
@@ -37,7 +38,8 @@ fn main() -> ExitCode {
                 take_over: upgrade,
             },
         ),
-        cli::Command::Check { config } => return check::run(&config),
+        cli::Command::Check { config, strict } => return check::run(&config, strict),
+        cli::Command::Status(opts) => status::run(opts),
         cli::Command::Reload(opts) => return admin_client::reload(&opts),
         cli::Command::Completions { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();

@@ -497,7 +497,7 @@ fn check_warns_about_single_points_of_failure() {
     let dir = TempDir::new("check-spof");
     let path = dir.write(
         "spof.toml",
-        "[[pool]]\nname = \"p\"\nbackends = [{ address = \"127.0.0.1:8001\" }]\n\n\
+        "[[pool]]\nname = \"p\"\nbackends = [{ address = \"127.0.0.1:8001\" }, { address = \"127.0.0.2:8001\", backup = true }]\n\n\
          [[service]]\nname = \"s\"\nlisten = \"198.51.100.5:80\"\npool = \"p\"\n",
     );
     let out = Command::new(tandem_bin())
