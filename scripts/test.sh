@@ -18,6 +18,8 @@ command -v keepalived >/dev/null || need_apt+=(keepalived)
 # PROXY protocol interop: a real HAProxy in front of and behind tandem (Debian's package).
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
+# The dashboard is tested in a real headless browser (crates/tandem/tests/dashboard.rs).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

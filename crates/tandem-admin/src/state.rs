@@ -9,6 +9,8 @@ use serde::Serialize;
 use tandem_balance::Topology;
 use tandem_config::{Mode, Service};
 
+use crate::auth::AuthPolicy;
+use crate::events::Events;
 use crate::metrics::TopologyCollector;
 
 /// One `[[service]]` as the API lists it.
@@ -67,6 +69,29 @@ pub struct AdminState {
     pub cluster: Option<ClusterSource>,
     /// Told of every operator action on a backend (the cluster replicates them).
     pub on_action: Option<ActionHook>,
+    /// Recent state changes, for `/api/v1/events` and the SSE stream. Operator actions are
+    /// recorded here by the router; the daemon publishes the rest.
+    pub events: Events,
+    /// Who may read and who may change state (`[admin] token_file`).
+    pub auth: AuthPolicy,
+    /// `POST /api/v1/reload`, when the daemon supports it.
+    pub on_reload: Option<ReloadHook>,
+}
+
+/// The function a [`ReloadHook`] calls: start a reload and say what happened, as JSON for the
+/// response body, or why it could not start. It runs on the admin server's task, so it must
+/// not block for long (hand the work to the daemon and wait for its answer asynchronously
+/// elsewhere, or do only quick checks).
+pub type ReloadFn = dyn Fn() -> Result<serde_json::Value, String> + Send + Sync;
+
+/// Called by `POST /api/v1/reload`.
+#[derive(Clone)]
+pub struct ReloadHook(pub Arc<ReloadFn>);
+
+impl std::fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadHook")
+    }
 }
 
 /// What an operator did to a backend through the API.
@@ -120,7 +145,28 @@ impl AdminState {
             vrrp: Vec::new(),
             cluster: None,
             on_action: None,
+            events: Events::default(),
+            auth: AuthPolicy::open(),
+            on_reload: None,
         }
+    }
+
+    /// The same, publishing to `events` (a handle the daemon also pushes to).
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The same, guarded by `auth`.
+    pub fn with_auth(mut self, auth: AuthPolicy) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The same, answering `POST /api/v1/reload` with `hook`.
+    pub fn with_reload(mut self, hook: ReloadHook) -> Self {
+        self.on_reload = Some(hook);
+        self
     }
 
     /// The same, replicating operator actions through `cluster`.

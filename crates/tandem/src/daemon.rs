@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use tandem_admin::{AdminState, ServiceInfo};
+use tandem_admin::{AdminState, AuthPolicy, EventKind, Events, ServiceInfo};
 use tandem_balance::{Health, PoolRuntime, Topology};
 use tandem_config::Config;
 use tandem_proxy::Dataplane;
@@ -35,6 +35,8 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let topology = Arc::new(Topology::new(&cfg));
+    // Recent state changes for the admin API and dashboard; everything below publishes here.
+    let events = Events::default();
 
     let admin_socket = std::net::TcpListener::bind(cfg.admin.listen)
         .with_context(|| format!("admin: cannot listen on {}", cfg.admin.listen))?;
@@ -77,7 +79,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
     let vrrp = crate::vrrp::start_all(&cfg.vrrp)?;
     let vrrp_sources = vrrp.iter().map(crate::vrrp::admin_source).collect();
     let tracking = crate::vrrp_track::Tracking::new(&vrrp, &topology, &probes);
-    let notifiers = crate::vrrp::notifiers(&vrrp);
+    let notifiers = crate::vrrp::notifiers(&vrrp, &events);
     let notify_timeout = cfg
         .vrrp
         .iter()
@@ -102,20 +104,36 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
 
     control.block_on(async move {
         for (pool_cfg, pool) in cfg.pools.iter().zip(&topology.pools) {
-            spawn_health(pool_cfg, pool, stop_rx.clone());
+            spawn_health(pool_cfg, pool, stop_rx.clone(), &events);
         }
-        tokio::spawn(tick_pools(Arc::clone(&topology), stop_rx.clone()));
+        tokio::spawn(tick_pools(
+            Arc::clone(&topology),
+            stop_rx.clone(),
+            events.clone(),
+        ));
         tokio::spawn(tracking.run(stop_rx.clone()));
         probes.spawn(&stop_rx);
         let notifiers: Vec<_> = notifiers
             .into_iter()
             .map(|n| tokio::spawn(n.run()))
             .collect();
+        // Off loopback the token guards reads too (tandem-config insists on one there).
+        let auth = match &cfg.admin.token {
+            Some(token) => AuthPolicy::with_token(token.0.clone(), !admin_addr.ip().is_loopback()),
+            None => AuthPolicy::open(),
+        };
         let mut state = AdminState::new(Arc::clone(&topology), services, env!("CARGO_PKG_VERSION"))
-            .with_vrrp(vrrp_sources);
+            .with_vrrp(vrrp_sources)
+            .with_events(events.clone())
+            .with_auth(auth);
         if let Some(node) = &cluster {
             let (source, hook) = crate::cluster::admin(node);
             state = state.with_cluster(source, hook);
+            tokio::spawn(crate::cluster::watch_peers(
+                Arc::clone(node),
+                events.clone(),
+                stop_rx.clone(),
+            ));
         }
         let state = Arc::new(state);
         let listener = tokio::net::TcpListener::from_std(admin_socket)?;
@@ -165,7 +183,12 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&Started)) -> anyhow::Result<()> {
 
 /// Run the pool's health checks, publishing verdicts into the live topology. Backends with
 /// their own `health` table get a checker of their own; the rest share the pool's.
-fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch::Receiver<bool>) {
+fn spawn_health(
+    cfg: &tandem_config::Pool,
+    pool: &Arc<PoolRuntime>,
+    stop: watch::Receiver<bool>,
+    events: &Events,
+) {
     let mut groups: Vec<(tandem_config::HealthCheck, Vec<usize>)> = Vec::new();
     for (id, b) in cfg.backends.iter().enumerate() {
         let check = b.health.as_ref().unwrap_or(&cfg.health);
@@ -179,6 +202,7 @@ fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch:
         let ids = Arc::new(ids);
         let report_pool = Arc::clone(pool);
         let report_ids = Arc::clone(&ids);
+        let report_events = events.clone();
         let report: tandem_health::ReportFn = Arc::new(move |i, t| {
             let Some(&id) = report_ids.get(i) else { return };
             let health = match t.to {
@@ -195,9 +219,34 @@ fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch:
                     reason = %t.reason,
                     "backend state changed"
                 );
+                let kind = match health {
+                    Health::Up => Some(EventKind::BackendUp),
+                    Health::Down => Some(EventKind::BackendDown),
+                    Health::Unknown => None,
+                };
+                if let Some(kind) = kind {
+                    let address = report_pool.backends[id].address;
+                    report_events.push(
+                        kind,
+                        format!(
+                            "{}/{address} {}: {}",
+                            report_pool.name,
+                            t.to.as_str(),
+                            t.reason
+                        ),
+                        [
+                            ("pool", report_pool.name.clone()),
+                            ("backend", address.to_string()),
+                            ("from", t.from.as_str().to_string()),
+                            ("to", t.to.as_str().to_string()),
+                            ("reason", t.reason.to_string()),
+                        ],
+                    );
+                }
             }
         });
         let observe_pool = Arc::clone(pool);
+        let observe_events = events.clone();
         let observe: tandem_health::ObserveFn = Arc::new(move |i, outcome, _at| {
             let Some(&id) = ids.get(i) else { return };
             let pool = &observe_pool;
@@ -209,6 +258,7 @@ fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch:
                     detail = %outcome.detail,
                     "backend back in rotation: its check passed, ending its ejection"
                 );
+                returned(&observe_events, pool, id, "its check passed");
             }
             if let Some(weight) = outcome.weight {
                 if let Some(old) = pool
@@ -232,12 +282,19 @@ fn spawn_health(cfg: &tandem_config::Pool, pool: &Arc<PoolRuntime>, stop: watch:
 /// The control plane's clock: ends ejections whose time is up, advances slow-start ramps and
 /// refills retry budgets. A tenth of a second is far below any ejection or ramp length, and
 /// costs nothing when no backend is ejected or ramping.
-async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>) {
+async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>, events: Events) {
     const TICK: Duration = Duration::from_millis(100);
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
     let mut ticks: u64 = 0;
+    // Ejections happen on the data plane's threads; their counters are compared here each
+    // tick so the event log learns of them without a hook in the hot path.
+    let mut ejections: Vec<Vec<u64>> = topology
+        .pools
+        .iter()
+        .map(|p| p.backends.iter().map(ejection_count).collect())
+        .collect();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -256,16 +313,54 @@ async fn tick_pools(topology: Arc<Topology>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        for pool in &topology.pools {
+        for (pool, seen) in topology.pools.iter().zip(ejections.iter_mut()) {
+            for (b, seen) in pool.backends.iter().zip(seen.iter_mut()) {
+                let count = ejection_count(b);
+                if count > *seen {
+                    *seen = count;
+                    let reason = b.detail().reason;
+                    events.push(
+                        EventKind::BackendEjected,
+                        format!("{}/{} ejected by passive detection", pool.name, b.address),
+                        [
+                            ("pool", pool.name.clone()),
+                            ("backend", b.address.to_string()),
+                            ("ejections", count.to_string()),
+                            ("reason", reason),
+                        ],
+                    );
+                }
+            }
             for id in pool.tick(now, elapsed) {
                 tracing::info!(
                     pool = %pool.name,
                     backend = %pool.backends[id].address,
                     "backend back in rotation: its ejection ended"
                 );
+                returned(&events, pool, id, "its ejection ended");
             }
         }
     }
+}
+
+fn ejection_count(b: &Arc<tandem_balance::BackendRuntime>) -> u64 {
+    b.stats.ejections.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Publish "back in rotation" for backend `id` of `pool`.
+fn returned(events: &Events, pool: &PoolRuntime, id: usize, why: &str) {
+    let Some(b) = pool.backends.get(id) else {
+        return;
+    };
+    events.push(
+        EventKind::BackendReturned,
+        format!("{}/{} back in rotation: {why}", pool.name, b.address),
+        [
+            ("pool", pool.name.clone()),
+            ("backend", b.address.to_string()),
+            ("reason", why.to_string()),
+        ],
+    );
 }
 
 async fn wait_for_signal() -> &'static str {
