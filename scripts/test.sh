@@ -20,6 +20,8 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 # The packaged systemd unit is checked with systemd-analyze verify.
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# The dashboard is tested in a real headless browser (crates/tandem/tests/dashboard.rs).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

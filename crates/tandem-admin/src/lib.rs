@@ -18,17 +18,26 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`router`] maps a request to a response with no I/O, [`view`] holds the JSON
-//! shapes, [`metrics`] the Prometheus collector, [`server`] the hyper shell, [`time`] RFC 3339.
+//! Modules: [`router`] maps a request to a response with no I/O, [`view`] and [`overview`]
+//! hold the JSON shapes, [`metrics`] the Prometheus collector, [`server`] the hyper shell,
+//! [`events`] the recent state changes (and `sse` their stream), [`auth`] the bearer token,
+//! [`dashboard`] the embedded page, [`time`] RFC 3339.
 
+pub mod auth;
+pub mod dashboard;
+pub mod events;
 pub mod metrics;
 mod metrics_vrrp;
+pub mod overview;
 pub mod router;
 pub mod server;
+mod sse;
 pub mod state;
 pub mod time;
 pub mod view;
 
+pub use auth::AuthPolicy;
+pub use events::{Event, EventKind, Events};
 pub use server::serve;
 pub use state::{
     mode_name, ActionHook, AdminState, ClusterSource, OperatorAction, ReloadHook, ServiceInfo,

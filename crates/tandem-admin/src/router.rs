@@ -4,11 +4,16 @@
 //! function calls, and the server module stays about sockets and shutdown only.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Method, Response, StatusCode};
+use http::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
+    WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
+use crate::auth::AuthError;
+use crate::events::EventKind;
 use crate::metrics;
 use crate::state::AdminState;
 use crate::view::{BackendView, PoolView, PoolsView, ServicesView, VrrpListView};
@@ -22,14 +27,49 @@ const ALLOWED: &str = "GET, HEAD";
 const ALLOWED_ACTION: &str = "POST";
 
 const JSON: &str = "application/json";
+/// `Content-Type` of the server-sent event stream.
+pub const EVENT_STREAM: &str = "text/event-stream";
 const TEXT: &str = "text/plain; charset=utf-8";
 /// Sticky entries shown by `GET /api/v1/services/{service}/sticky` (the count is always
 /// complete).
 const STICKY_LIMIT: usize = 1000;
 
+/// Every endpoint as `(methods, path template)`, the template written as in
+/// `docs/openapi.yaml`. Tests check that each template routes (so this list cannot drift from
+/// [`route`]) and that the OpenAPI document describes each one with these methods.
+pub const ROUTES: &[(&[&str], &str)] = &[
+    (&["GET"], "/"),
+    (&["GET"], "/dashboard.css"),
+    (&["GET"], "/dashboard.js"),
+    (&["GET"], "/healthz"),
+    (&["GET"], "/metrics"),
+    (&["GET"], "/api/v1/overview"),
+    (&["GET"], "/api/v1/events"),
+    (&["GET"], "/api/v1/events/stream"),
+    (&["GET"], "/api/v1/pools"),
+    (&["GET"], "/api/v1/pools/{name}"),
+    (&["POST"], "/api/v1/pools/{pool}/backends/{address}/drain"),
+    (&["POST"], "/api/v1/pools/{pool}/backends/{address}/disable"),
+    (&["POST"], "/api/v1/pools/{pool}/backends/{address}/enable"),
+    (&["POST"], "/api/v1/pools/{pool}/backends/{address}/weight"),
+    (&["GET"], "/api/v1/services"),
+    (&["GET"], "/api/v1/services/{name}/sticky"),
+    (&["GET"], "/api/v1/vrrp"),
+    (&["GET"], "/api/v1/cluster"),
+    (&["POST"], "/api/v1/reload"),
+];
+
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
+    /// The dashboard's embedded files.
+    Asset(crate::dashboard::Asset),
     Healthz,
+    Overview,
+    Events,
+    /// `GET /api/v1/events/stream` (served by the server: it streams).
+    EventsStream,
+    /// `POST /api/v1/reload`
+    Reload,
     Pools,
     Pool(String),
     Services,
@@ -70,8 +110,15 @@ impl Action {
 /// Match a path. `None` means 404. A pool name is percent-decoded, so a name that needs
 /// escaping in a URL still has a URL; a malformed escape simply names no pool.
 fn route(path: &str) -> Option<Route> {
+    if let Some(asset) = crate::dashboard::asset(path) {
+        return Some(Route::Asset(asset));
+    }
     match path {
         "/healthz" => Some(Route::Healthz),
+        "/api/v1/overview" => Some(Route::Overview),
+        "/api/v1/events" => Some(Route::Events),
+        "/api/v1/events/stream" => Some(Route::EventsStream),
+        "/api/v1/reload" => Some(Route::Reload),
         "/metrics" => Some(Route::Metrics),
         "/api/v1/pools" => Some(Route::Pools),
         "/api/v1/services" => Some(Route::Services),
@@ -165,6 +212,19 @@ pub fn respond(
         }
         return act(state, path, &pool, &backend, action, body);
     }
+    if route == Route::Reload {
+        if method != Method::POST {
+            let mut resp = error(
+                path,
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} not allowed; use POST"),
+            );
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(ALLOWED_ACTION));
+            return resp;
+        }
+        return reload(state, path);
+    }
     if method != Method::GET && method != Method::HEAD {
         let mut resp = error(
             path,
@@ -176,7 +236,24 @@ pub fn respond(
         return resp;
     }
     match route {
+        Route::Asset(asset) => {
+            let mut resp = plain(StatusCode::OK, asset.content_type, asset.body.into());
+            let h = resp.headers_mut();
+            h.insert(
+                CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(crate::dashboard::CONTENT_SECURITY_POLICY),
+            );
+            h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            resp
+        }
         Route::Healthz => plain(StatusCode::OK, TEXT, "ok\n".into()),
+        Route::Overview => json(StatusCode::OK, &crate::overview::OverviewView::new(state)),
+        Route::Events => json(StatusCode::OK, &EventsView::new(state)),
+        // Reached for HEAD only: GET is streamed by the server (see [`handle`]).
+        Route::EventsStream => plain(StatusCode::OK, EVENT_STREAM, Bytes::new()),
+        Route::Reload => error(path, StatusCode::NOT_FOUND, "no such endpoint".into()),
         Route::Pools => json(StatusCode::OK, &PoolsView::new(&state.topology)),
         Route::Pool(name) => match state.topology.pool(&name) {
             Some(pool) => json(StatusCode::OK, &PoolView::new(pool)),
@@ -279,6 +356,22 @@ fn act(
             };
             if let Some(old) = pool.set_admin_state(id, target, now) {
                 tracing::info!(pool = %pool.name, backend = %address, from = old.as_str(), to = target.as_str(), "admin: backend state set");
+                state.events.push(
+                    EventKind::Operator,
+                    format!(
+                        "{}/{address}: {} (was {})",
+                        pool.name,
+                        target.as_str(),
+                        old.as_str()
+                    ),
+                    [
+                        ("pool", pool.name.clone()),
+                        ("backend", address.to_string()),
+                        ("action", action_name(action).to_string()),
+                        ("from", old.as_str().to_string()),
+                        ("to", target.as_str().to_string()),
+                    ],
+                );
             }
             if let Some(hook) = &state.on_action {
                 (hook.0)(
@@ -295,6 +388,17 @@ fn act(
             };
             if let Some(old) = pool.set_weight(id, weight, now) {
                 tracing::info!(pool = %pool.name, backend = %address, from = old, to = weight, "admin: backend weight set");
+                state.events.push(
+                    EventKind::Operator,
+                    format!("{}/{address}: weight {weight} (was {old})", pool.name),
+                    [
+                        ("pool", pool.name.clone()),
+                        ("backend", address.to_string()),
+                        ("action", "weight".to_string()),
+                        ("from", old.to_string()),
+                        ("to", weight.to_string()),
+                    ],
+                );
             }
             if let Some(hook) = &state.on_action {
                 (hook.0)(
@@ -306,6 +410,108 @@ fn act(
         }
     }
     json(StatusCode::OK, &BackendView::new(b))
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Drain => "drain",
+        Action::Disable => "disable",
+        Action::Enable => "enable",
+        Action::Weight => "weight",
+    }
+}
+
+/// `POST /api/v1/reload` without a hook (with one, [`handle`] hands the request to the
+/// server, which waits for the daemon): 501.
+fn reload(_state: &AdminState, path: &str) -> Response<Full<Bytes>> {
+    error(
+        path,
+        StatusCode::NOT_IMPLEMENTED,
+        "this node cannot reload its configuration through the API".into(),
+    )
+}
+
+/// `GET /api/v1/events`
+#[derive(Serialize)]
+struct EventsView {
+    events: Vec<crate::events::Event>,
+    /// The sequence number the next event will get.
+    next_seq: u64,
+    /// Stream clients connected now, and events they missed by reading too slowly.
+    stream_clients: usize,
+    stream_lagged: u64,
+}
+
+impl EventsView {
+    fn new(state: &AdminState) -> Self {
+        EventsView {
+            events: state
+                .events
+                .since(0)
+                .iter()
+                .map(|e| (**e).clone())
+                .collect(),
+            next_seq: state.events.next_seq(),
+            stream_clients: state.events.subscribers(),
+            stream_lagged: state.events.lagged(),
+        }
+    }
+}
+
+/// What the server does with a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// A complete response.
+    Done(Response<Full<Bytes>>),
+    /// Open the event stream, resuming after this sequence number (`None`: new events only).
+    EventStream { after: Option<u64> },
+    /// `POST /api/v1/reload` with a hook: the server waits for the daemon's answer.
+    Reload,
+}
+
+/// Answer one request, bearer token included: the server's entry point.
+pub fn handle(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Reply {
+    if let Err(e) = state.auth.check(method, path, headers) {
+        return Reply::Done(unauthorized(path, e));
+    }
+    if method == Method::GET && route(path) == Some(Route::EventsStream) {
+        return Reply::EventStream {
+            after: last_event_id(headers),
+        };
+    }
+    if method == Method::POST && route(path) == Some(Route::Reload) && state.on_reload.is_some() {
+        return Reply::Reload;
+    }
+    Reply::Done(respond(state, method, path, body))
+}
+
+/// `Last-Event-ID` as a sequence number; anything unparsable counts as absent.
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// 401 with the RFC 6750 challenge.
+fn unauthorized(path: &str, e: AuthError) -> Response<Full<Bytes>> {
+    let mut resp = error(path, StatusCode::UNAUTHORIZED, e.to_string());
+    let challenge = match e {
+        AuthError::Missing => "Bearer realm=\"tandem\"",
+        AuthError::Wrong => "Bearer realm=\"tandem\", error=\"invalid_token\"",
+    };
+    resp.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    resp
 }
 
 /// The body of `/weight`: `{"weight": N}`, N in the configuration's range 0..=65535.
@@ -399,8 +605,9 @@ mod tests {
                 action: Action::Drain
             })
         );
+        assert!(matches!(route("/"), Some(Route::Asset(_))));
+        assert_eq!(route("/api/v1/events/stream"), Some(Route::EventsStream));
         for p in [
-            "/",
             "",
             "/healthz/",
             "/api/v1/pools/",
@@ -416,6 +623,19 @@ mod tests {
             "/api/v1/pools/web/backends/127.0.0.1:1/drain/x",
         ] {
             assert_eq!(route(p), None, "{p:?}");
+        }
+    }
+
+    /// Every template in [`ROUTES`] routes, so the list (and the OpenAPI test built on it)
+    /// cannot silently drift from [`route`].
+    #[test]
+    fn every_listed_route_routes() {
+        for (_, template) in ROUTES {
+            let path = template
+                .replace("{name}", "web")
+                .replace("{pool}", "web")
+                .replace("{address}", "127.0.0.1:8001");
+            assert!(route(&path).is_some(), "{template} does not route");
         }
     }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,11 +21,27 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::router;
+use crate::router::{self, Reply};
+use crate::sse;
 use crate::state::{AdminState, SharedAdmin};
 
-/// Connections served at once; more are closed on accept. Enough for Prometheus, a dashboard
-/// and a few curls; small enough that a misbehaving client cannot eat the process's fds.
+/// Every response body: a complete buffer, or an event stream.
+type AnyBody = BoxBody<Bytes, Infallible>;
+
+/// The head of an event-stream response around `body`.
+fn event_stream(body: sse::SseBody) -> Response<AnyBody> {
+    use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+    let mut resp = Response::new(body.boxed());
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(router::EVENT_STREAM));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Tells nginx-style buffering proxies in front to pass frames through at once.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// Connections served at once; more are closed on accept. Enough for Prometheus, a few
+/// dashboards (each holds one event stream and one polling connection) and a few curls; small enough that a misbehaving client cannot eat the process's fds.
 const MAX_CONNECTIONS: usize = 128;
 
 /// A client must send a whole request head within this (slowloris).
@@ -85,14 +102,24 @@ pub async fn serve(
                     continue;
                 }
                 let state = Arc::clone(&state);
+                let stream_shutdown = shutdown.clone();
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let state = state.load_full();
+                    let stream_shutdown = stream_shutdown.clone();
                     async move {
                         let (parts, body) = req.into_parts();
                         let resp = match read_body(body).await {
-                            Ok(_) if parts.uri.path() == RELOAD => reload(&state, &parts.method).await,
-                            Ok(body) => router::respond(&state, &parts.method, parts.uri.path(), &body),
-                            Err(resp) => resp,
+                            Ok(body) => {
+                                let path = parts.uri.path();
+                                match router::handle(&state, &parts.method, path, &parts.headers, &body) {
+                                    Reply::Done(resp) => resp.map(|b| b.boxed()),
+                                    Reply::EventStream { after } => {
+                                        event_stream(sse::start(&state.events, after, stream_shutdown))
+                                    }
+                                    Reply::Reload => reload(&state).await.map(|b| b.boxed()),
+                                }
+                            }
+                            Err(resp) => resp.map(|b| b.boxed()),
                         };
                         Ok::<_, Infallible>(resp)
                     }
@@ -138,7 +165,6 @@ pub async fn serve(
 const MAX_BODY: usize = 64 * 1024;
 
 async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
-    use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(_) => {
@@ -161,21 +187,15 @@ async fn wait_for_shutdown(rx: &mut watch::Receiver<bool>) {
 
 const RELOAD: &str = "/api/v1/reload";
 
-/// `POST /api/v1/reload`: re-read the configuration file, as SIGHUP does, and answer with
-/// what changed (200) or why nothing did (422, the old configuration keeps running).
-async fn reload(state: &AdminState, method: &hyper::Method) -> Response<Full<Bytes>> {
-    if method != hyper::Method::POST {
-        return router::error(
-            RELOAD,
-            hyper::StatusCode::METHOD_NOT_ALLOWED,
-            "use POST".into(),
-        );
-    }
+/// `POST /api/v1/reload` (the router checked the method and the token): re-read the
+/// configuration file, as SIGHUP does, and answer with what changed (200) or why nothing did
+/// (422, the old configuration keeps running).
+async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
     let Some(hook) = &state.on_reload else {
         return router::error(
             RELOAD,
-            hyper::StatusCode::NOT_FOUND,
-            "this process cannot reload (no configuration file)".into(),
+            hyper::StatusCode::NOT_IMPLEMENTED,
+            "this node cannot reload its configuration through the API".into(),
         );
     };
     match (hook.0)().await {

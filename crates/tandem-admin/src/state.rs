@@ -9,6 +9,8 @@ use serde::Serialize;
 use tandem_balance::Topology;
 use tandem_config::{Mode, Service};
 
+use crate::auth::AuthPolicy;
+use crate::events::Events;
 use crate::metrics::TopologyCollector;
 
 /// One `[[service]]` as the API lists it.
@@ -85,7 +87,12 @@ pub struct AdminState {
     pub cluster: Option<ClusterSource>,
     /// Told of every operator action on a backend (the cluster replicates them).
     pub on_action: Option<ActionHook>,
-    /// `POST /api/v1/reload`.
+    /// Recent state changes, for `/api/v1/events` and the SSE stream. Operator actions are
+    /// recorded here by the router; the daemon publishes the rest.
+    pub events: Events,
+    /// Who may read and who may change state (`[admin] token_file`).
+    pub auth: AuthPolicy,
+    /// `POST /api/v1/reload`, when the daemon supports it.
     pub on_reload: Option<ReloadHook>,
 }
 
@@ -140,6 +147,8 @@ impl AdminState {
             vrrp: Vec::new(),
             cluster: None,
             on_action: None,
+            events: Events::default(),
+            auth: AuthPolicy::open(),
             on_reload: None,
         }
     }
@@ -157,6 +166,18 @@ impl AdminState {
             services,
             ..self.clone()
         }
+    }
+
+    /// The same, publishing to `events` (a handle the daemon also pushes to).
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The same, guarded by `auth`.
+    pub fn with_auth(mut self, auth: AuthPolicy) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// The same, replicating operator actions through `cluster`.

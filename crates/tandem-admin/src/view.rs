@@ -13,6 +13,7 @@ use tandem_balance::{BackendRuntime, PoolRuntime, Topology};
 use crate::metrics::eligible_backends;
 use crate::state::ServiceInfo;
 use crate::time::rfc3339;
+use tandem_balance::latency::quantile_ms;
 
 /// `GET /api/v1/pools`
 #[derive(Debug, Serialize)]
@@ -100,6 +101,10 @@ pub struct BackendView {
     pub bytes_out: u64,
     /// Peak-EWMA response time; null until a response has been timed (tcp pools never are).
     pub latency_ewma_ms: Option<f64>,
+    /// Median and 99th percentile response time since start, from a √2-spaced histogram
+    /// (the upper edge of the bucket, so within ~41% above the truth); null until timed.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
 }
 
 /// One VRRP instance: an element of `GET /api/v1/vrrp`.
@@ -218,6 +223,7 @@ impl BackendView {
         let relaxed = Ordering::Relaxed;
         let detail = b.detail();
         let ewma_ns = b.stats.latency_ewma_ns.load(relaxed);
+        let hist = b.stats.latency.snapshot();
         BackendView {
             address: b.address,
             weight: b.weight(),
@@ -247,6 +253,8 @@ impl BackendView {
             bytes_in: b.stats.bytes_in.load(relaxed),
             bytes_out: b.stats.bytes_out.load(relaxed),
             latency_ewma_ms: (ewma_ns > 0).then(|| ewma_ns as f64 / 1e6),
+            latency_p50_ms: quantile_ms(&hist, 0.5),
+            latency_p99_ms: quantile_ms(&hist, 0.99),
         }
     }
 }

@@ -113,6 +113,8 @@ pub struct BackendStats {
     pub latency_ewma_ns: AtomicU64,
     /// Monotonic ns (caller's clock) of the last latency sample.
     pub latency_at_ns: AtomicU64,
+    /// Every timed response, for the admin API's percentiles.
+    pub latency: crate::latency::LatencyHistogram,
 }
 
 impl BackendStats {
@@ -332,6 +334,7 @@ impl BackendRuntime {
             scheduler::ewma::DEFAULT_DECAY_NS,
         );
         s.latency_ewma_ns.store(next, Ordering::Relaxed);
+        s.latency.record(sample_ns);
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod connect_timer;
+pub mod latency;
 pub mod load;
 pub mod outlier;
 pub mod persistence;

@@ -61,6 +61,11 @@ pub struct Admin {
     /// `listen`: default `127.0.0.1:9900` (loopback only: the API can drain backends, so it is
     /// not exposed unless the operator asks for it).
     pub listen: SocketAddr,
+    /// `token_file`: the bearer token (the file's content without its trailing newline) that
+    /// state-changing API calls must send, and every call but `/healthz` and the dashboard's
+    /// static files when `listen` is not a loopback address. Required in that case. Read
+    /// once, when the configuration is loaded.
+    pub token: Option<Secret>,
 }
 
 impl Default for Admin {
@@ -68,6 +73,7 @@ impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9900),
+            token: None,
         }
     }
 }

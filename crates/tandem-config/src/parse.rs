@@ -387,7 +387,7 @@ const ROOT_KEYS: &[&str] = &[
 /// Keys shown in the design but not implemented yet: say "planned", not "misspelt".
 const PLANNED: &[(&str, &str)] = &[];
 const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout"];
-const ADMIN_KEYS: &[&str] = &["listen"];
+const ADMIN_KEYS: &[&str] = &["listen", "token_file"];
 const POOL_KEYS: &[&str] = &[
     "name",
     "scheduler",
@@ -570,12 +570,58 @@ fn admin(cx: &mut Cx, v: &Value) -> (R<Admin>, Option<usize>) {
     };
     t.check_keys(cx, ADMIN_KEYS);
     let at = t.get("listen").map(|v| v.span().start);
-    let listen = t
-        .opt(cx, "listen", |cx, p, v| address(cx, p, v, Port0::Allowed))
-        .map(|l| Admin {
-            listen: l.unwrap_or(Admin::default().listen),
-        });
-    (listen, at)
+    let listen = t.opt(cx, "listen", |cx, p, v| address(cx, p, v, Port0::Allowed));
+    let token = t.opt(cx, "token_file", admin_token);
+    let (Ok(listen), Ok(token)) = (listen, token) else {
+        return (Err(Reported), at);
+    };
+    let listen = listen.unwrap_or(Admin::default().listen);
+    // A refusal rather than a warning: off loopback, anyone who can reach the port could
+    // drain every backend, and a warning in a log nobody reads protects nothing.
+    if !listen.ip().is_loopback() && token.is_none() {
+        let e = cx.error(
+            at.unwrap_or(t.at),
+            "admin.listen",
+            format!(
+                "{listen} is not a loopback address, so the admin API needs a token: set \
+                 `token_file` in [admin] to a file holding one (e.g. `openssl rand -hex 32`)"
+            ),
+        );
+        return (Err(e), at);
+    }
+    (Ok(Admin { listen, token }), at)
+}
+
+/// `[admin] token_file`: the file's content without trailing newlines, at least
+/// [`Secret::MIN_LEN`] bytes of visible ASCII (it travels in an `Authorization` header).
+fn admin_token(cx: &mut Cx, path: &str, v: &Value) -> R<Secret> {
+    let file = string(cx, path, v)?;
+    let mut bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => return Err(cx.error(v.span().start, path, format!("cannot read {file}: {e}"))),
+    };
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(cx.error(
+            v.span().start,
+            path,
+            format!("the token in {file} must be printable ASCII without spaces (it is sent in an HTTP header)"),
+        ));
+    }
+    if bytes.len() < Secret::MIN_LEN {
+        return Err(cx.error(
+            v.span().start,
+            path,
+            format!(
+                "the token in {file} is {} bytes; use at least {} (e.g. `openssl rand -hex 32`)",
+                bytes.len(),
+                Secret::MIN_LEN
+            ),
+        ));
+    }
+    Ok(Secret(bytes))
 }
 
 /// A pool as parsed; `name` is `None` when it was missing or invalid, so services naming a

@@ -74,6 +74,7 @@ idle_timeout = "1h"
         },
         admin: Admin {
             listen: addr("127.0.0.1:9901"),
+            token: None,
         },
         pools: vec![
             Pool {
@@ -247,6 +248,7 @@ pool = "p"
         },
         admin: Admin {
             listen: addr("127.0.0.1:9900"),
+            token: None,
         },
         pools: vec![Pool {
             name: "p".into(),

@@ -553,6 +553,13 @@ impl Dataplane {
         Ok(report)
     }
 
+    fn close_spare_sockets(&self) {
+        self.sockets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     /// New descriptors of every listening socket, by configured address and mode, for the
     /// process that takes over (`tandem run --upgrade`): the sockets stay open (and keep
     /// queueing connections) in both processes until this one has drained.
@@ -578,6 +585,7 @@ impl Dataplane {
     /// finish (keep-alive clients are told to reconnect, which reaches the successor) for up
     /// to the drain timeout, then stop. Blocks until every worker thread has exited.
     pub fn hand_over(self) {
+        self.close_spare_sockets();
         for q in &self.workers {
             let _ = q.send(Command::Drain);
         }
@@ -594,6 +602,9 @@ impl Dataplane {
     /// Stop accepting, let open connections finish for up to the drain timeout, then stop.
     /// Blocks until every worker thread has exited.
     pub fn stop(self) {
+        // The listeners close as soon as the workers stop accepting: new connections are
+        // refused at once rather than queued for a process that is going away.
+        self.close_spare_sockets();
         let _ = self.shutdown.send(true);
         for t in self.threads {
             let _ = t.join();

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tandem_balance::persistence::{Pinned, ServicePersistence};
 use tandem_balance::{Avoid, RequestKey};
 use tandem_config::{CookieMode, PersistenceKind};
-use tandem_config::{SchedulerKind, Service, Timeouts};
+use tandem_config::{Service, Timeouts};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -122,9 +122,9 @@ impl H2Service {
                 .as_ref()
                 .and_then(|t| t.hsts.as_deref())
                 .and_then(|h| HeaderValue::from_str(h).ok()),
-            measure_latency: balancers
-                .iter()
-                .any(|b| b.pool.scheduler == SchedulerKind::Ewma),
+            // Every pool, not just `ewma` ones: the admin API's p50/p99 and the dashboard
+            // read the histogram this feeds (one clock read per response).
+            measure_latency: true,
             balancer: Arc::clone(&balancer),
             balancers,
             router,

@@ -25,6 +25,50 @@ pub fn admin(node: &Arc<Node>) -> (ClusterSource, ActionHook) {
     (source, hook)
 }
 
+/// Publish each peer stream's connects and drops to the admin event log. Polled once a second
+/// from the peers' `connected` flags, so the cluster crate needs no hook for it; a flap
+/// shorter than a second may go unseen (the peer's `connects` counter still shows it).
+pub async fn watch_peers(
+    node: Arc<Node>,
+    events: tandem_admin::Events,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tandem_admin::EventKind;
+    let mut was: Vec<bool> = node.peers.iter().map(|_| false).collect();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for (p, was) in node.peers.iter().zip(was.iter_mut()) {
+            let now = p.connected.load(Relaxed);
+            if now == *was {
+                continue;
+            }
+            *was = now;
+            let (kind, word) = if now {
+                (EventKind::PeerUp, "connected")
+            } else {
+                (EventKind::PeerDown, "disconnected")
+            };
+            let error = if now { None } else { p.last_error() };
+            let message = match &error {
+                Some(e) => format!("cluster peer {} {word}: {e}", p.address),
+                None => format!("cluster peer {} {word}", p.address),
+            };
+            events.push(
+                kind,
+                message,
+                [
+                    ("peer", p.address.to_string()),
+                    ("error", error.unwrap_or_default()),
+                ],
+            );
+        }
+    }
+}
+
 fn view(node: &Node) -> ClusterView {
     ClusterView {
         listen: node.listen,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use arc_swap::ArcSwap;
-use tandem_admin::{AdminState, ServiceInfo};
+use tandem_admin::{AdminState, AuthPolicy, EventKind, Events, ServiceInfo};
 use tandem_balance::{Health, PoolRuntime, SharedTopology, Topology};
 use tandem_config::Config;
 use tandem_proxy::Dataplane;
@@ -57,6 +57,8 @@ pub fn run(
     let exe = std::env::current_exe().ok();
     let taking_over = upgrade.as_ref().is_some_and(|u| u.take_over);
     let topology: SharedTopology = Arc::new(ArcSwap::from_pointee(Topology::new(&cfg)));
+    // Recent state changes for the admin API and dashboard; everything below publishes here.
+    let events = Events::default();
 
     // `--upgrade`: the running process's sockets, used instead of binding.
     let mut taken = match &upgrade {
@@ -118,7 +120,7 @@ pub fn run(
     let vrrp = crate::vrrp::start_all(&cfg.vrrp, &resume)?;
     let vrrp_sources = vrrp.iter().map(crate::vrrp::admin_source).collect();
     let tracking = crate::vrrp_track::Tracking::new(&vrrp, &topology, &probes);
-    let notifiers = crate::vrrp::notifiers(&vrrp);
+    let notifiers = crate::vrrp::notifiers(&vrrp, &events);
     let notify_timeout = cfg
         .vrrp
         .iter()
@@ -149,7 +151,11 @@ pub fn run(
     }
 
     control.block_on(async move {
-        tokio::spawn(tick_pools(Arc::clone(&topology), stop_rx.clone()));
+        tokio::spawn(tick_pools(
+            Arc::clone(&topology),
+            stop_rx.clone(),
+            events.clone(),
+        ));
         tokio::spawn(tracking.run(stop_rx.clone()));
         probes.spawn(&stop_rx);
         let notifiers: Vec<_> = notifiers
@@ -157,8 +163,15 @@ pub fn run(
             .map(|n| tokio::spawn(n.run()))
             .collect();
         let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
+        // Off loopback the token guards reads too (tandem-config insists on one there).
+        let auth = match &cfg.admin.token {
+            Some(token) => AuthPolicy::with_token(token.0.clone(), !admin_addr.ip().is_loopback()),
+            None => AuthPolicy::open(),
+        };
         let mut state = AdminState::new(topology.load_full(), services, env!("CARGO_PKG_VERSION"))
-            .with_vrrp(vrrp_sources);
+            .with_vrrp(vrrp_sources)
+            .with_events(events.clone())
+            .with_auth(auth);
         if file.is_some() {
             state = state.with_reload(tandem_admin::ReloadHook(Arc::new(move || {
                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -170,6 +183,11 @@ pub fn run(
         if let Some(node) = &cluster {
             let (source, hook) = crate::cluster::admin(node);
             state = state.with_cluster(source, hook);
+            tokio::spawn(crate::cluster::watch_peers(
+                Arc::clone(node),
+                events.clone(),
+                stop_rx.clone(),
+            ));
         }
         let admin_state: tandem_admin::SharedAdmin = Arc::new(ArcSwap::from_pointee(state));
         let mut reloader = crate::reload::Reloader::start(
@@ -246,6 +264,8 @@ pub fn run(
             }
         };
         crate::sd_notify::stopping();
+        // (A successor holds its own descriptor of the admin socket.)
+        drop(admin_fd);
         // Hand the VIPs over first (priority 0), so new connections already go to the other
         // node while this one drains what it has. (After an upgrade the successor has them.)
         if let Some(vrrp) = vrrp.take() {
@@ -446,6 +466,7 @@ pub(crate) fn spawn_health(
     cfg: &tandem_config::Pool,
     pool: &Arc<PoolRuntime>,
     stop: watch::Receiver<bool>,
+    events: &Events,
 ) {
     let mut groups: Vec<(tandem_config::HealthCheck, Vec<usize>)> = Vec::new();
     for (id, b) in cfg.backends.iter().enumerate() {
@@ -460,6 +481,7 @@ pub(crate) fn spawn_health(
         let ids = Arc::new(ids);
         let report_pool = Arc::clone(pool);
         let report_ids = Arc::clone(&ids);
+        let report_events = events.clone();
         let report: tandem_health::ReportFn = Arc::new(move |i, t| {
             let Some(&id) = report_ids.get(i) else { return };
             let health = match t.to {
@@ -476,9 +498,34 @@ pub(crate) fn spawn_health(
                     reason = %t.reason,
                     "backend state changed"
                 );
+                let kind = match health {
+                    Health::Up => Some(EventKind::BackendUp),
+                    Health::Down => Some(EventKind::BackendDown),
+                    Health::Unknown => None,
+                };
+                if let Some(kind) = kind {
+                    let address = report_pool.backends[id].address;
+                    report_events.push(
+                        kind,
+                        format!(
+                            "{}/{address} {}: {}",
+                            report_pool.name,
+                            t.to.as_str(),
+                            t.reason
+                        ),
+                        [
+                            ("pool", report_pool.name.clone()),
+                            ("backend", address.to_string()),
+                            ("from", t.from.as_str().to_string()),
+                            ("to", t.to.as_str().to_string()),
+                            ("reason", t.reason.to_string()),
+                        ],
+                    );
+                }
             }
         });
         let observe_pool = Arc::clone(pool);
+        let observe_events = events.clone();
         let observe: tandem_health::ObserveFn = Arc::new(move |i, outcome, _at| {
             let Some(&id) = ids.get(i) else { return };
             let pool = &observe_pool;
@@ -490,6 +537,7 @@ pub(crate) fn spawn_health(
                     detail = %outcome.detail,
                     "backend back in rotation: its check passed, ending its ejection"
                 );
+                returned(&observe_events, pool, id, "its check passed");
             }
             if let Some(weight) = outcome.weight {
                 if let Some(old) = pool
@@ -513,12 +561,27 @@ pub(crate) fn spawn_health(
 /// The control plane's clock: ends ejections whose time is up, advances slow-start ramps and
 /// refills retry budgets. A tenth of a second is far below any ejection or ramp length, and
 /// costs nothing when no backend is ejected or ramping.
-async fn tick_pools(topology: SharedTopology, mut stop: watch::Receiver<bool>) {
+async fn tick_pools(topology: SharedTopology, mut stop: watch::Receiver<bool>, events: Events) {
     const TICK: Duration = Duration::from_millis(100);
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
     let mut ticks: u64 = 0;
+    // Ejections happen on the data plane's threads; their counters are compared here each
+    // tick so the event log learns of them without a hook in the hot path. Keyed by pool and
+    // address, so a reload that rebuilds a pool (whose backends inherit their counters) does
+    // not confuse it.
+    let mut ejections: std::collections::HashMap<(String, SocketAddr), u64> = topology
+        .load()
+        .pools
+        .iter()
+        .flat_map(|p| {
+            p.backends
+                .iter()
+                .map(|b| ((p.name.clone(), b.address), ejection_count(b)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -539,13 +602,54 @@ async fn tick_pools(topology: SharedTopology, mut stop: watch::Receiver<bool>) {
             }
         }
         for pool in &topology.pools {
+            for b in &pool.backends {
+                let count = ejection_count(b);
+                let seen = ejections
+                    .entry((pool.name.clone(), b.address))
+                    .or_insert(count);
+                if count > *seen {
+                    *seen = count;
+                    let reason = b.detail().reason;
+                    events.push(
+                        EventKind::BackendEjected,
+                        format!("{}/{} ejected by passive detection", pool.name, b.address),
+                        [
+                            ("pool", pool.name.clone()),
+                            ("backend", b.address.to_string()),
+                            ("ejections", count.to_string()),
+                            ("reason", reason),
+                        ],
+                    );
+                }
+            }
             for id in pool.tick(now, elapsed) {
                 tracing::info!(
                     pool = %pool.name,
                     backend = %pool.backends[id].address,
                     "backend back in rotation: its ejection ended"
                 );
+                returned(&events, pool, id, "its ejection ended");
             }
         }
     }
+}
+
+fn ejection_count(b: &Arc<tandem_balance::BackendRuntime>) -> u64 {
+    b.stats.ejections.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Publish "back in rotation" for backend `id` of `pool`.
+fn returned(events: &Events, pool: &PoolRuntime, id: usize, why: &str) {
+    let Some(b) = pool.backends.get(id) else {
+        return;
+    };
+    events.push(
+        EventKind::BackendReturned,
+        format!("{}/{} back in rotation: {why}", pool.name, b.address),
+        [
+            ("pool", pool.name.clone()),
+            ("backend", b.address.to_string()),
+            ("reason", why.to_string()),
+        ],
+    );
 }

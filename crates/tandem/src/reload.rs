@@ -70,6 +70,8 @@ pub struct Reloader {
     checkers: Vec<Checker>,
     /// The daemon's stop signal: every checker also ends with it.
     stop: watch::Receiver<bool>,
+    /// The admin API's event log (checkers publish there; so does every reload).
+    events: tandem_admin::Events,
 }
 
 impl Reloader {
@@ -83,6 +85,7 @@ impl Reloader {
         stop: watch::Receiver<bool>,
     ) -> Reloader {
         let vips = vips(&running);
+        let events = admin.load().events.clone();
         let mut r = Reloader {
             file,
             running,
@@ -92,6 +95,7 @@ impl Reloader {
             vips,
             checkers: Vec::new(),
             stop,
+            events,
         };
         let topology = r.topology.load_full();
         for pool in &topology.pools {
@@ -109,15 +113,40 @@ impl Reloader {
             let _ = daemon.wait_for(|s| *s).await;
             let _ = forward.send(true);
         });
-        crate::daemon::spawn_health(&pool.config, pool, rx);
+        crate::daemon::spawn_health(&pool.config, pool, rx, &self.events);
         self.checkers.push(Checker {
             pool: Arc::clone(pool),
             stop: tx,
         });
     }
 
-    /// Re-read the file and apply it, or leave everything as it is and say why.
+    /// Re-read the file and apply it, or leave everything as it is and say why; either way
+    /// the outcome is an event in the admin API.
     pub fn reload(&mut self, dataplane: &Dataplane) -> Result<Report, ReloadError> {
+        let outcome = self.apply(dataplane);
+        match &outcome {
+            Ok(r) => self.events.push(
+                tandem_admin::EventKind::Reload,
+                "configuration reloaded",
+                [
+                    ("services_changed", r.services_changed.join(",")),
+                    ("services_added", r.services_added.join(",")),
+                    ("services_removed", r.services_removed.join(",")),
+                    ("pools_changed", r.pools_changed.join(",")),
+                    ("pools_added", r.pools_added.join(",")),
+                    ("pools_removed", r.pools_removed.join(",")),
+                ],
+            ),
+            Err(e) => self.events.push(
+                tandem_admin::EventKind::Reload,
+                "reload refused; the previous configuration keeps running",
+                [("error", e.to_string())],
+            ),
+        };
+        outcome
+    }
+
+    fn apply(&mut self, dataplane: &Dataplane) -> Result<Report, ReloadError> {
         let file = self.file.clone().ok_or(ReloadError::NoFile)?;
         let new = tandem_config::load_file(&file)
             .map_err(|errors| ReloadError::Invalid(errors.to_string()))?;

@@ -68,7 +68,10 @@ pub fn start_all(instances: &[Vrrp], resume: &[String]) -> anyhow::Result<Vec<Ru
 
 /// The event recorder and notify runner of every instance, to be spawned on the control
 /// plane; each ends once its instance has stopped and its queued commands have run.
-pub fn notifiers(running: &[Running]) -> Vec<crate::vrrp_notify::Notifier> {
+pub fn notifiers(
+    running: &[Running],
+    bus: &tandem_admin::Events,
+) -> Vec<crate::vrrp_notify::Notifier> {
     running
         .iter()
         .filter_map(|r| {
@@ -77,6 +80,7 @@ pub fn notifiers(running: &[Running]) -> Vec<crate::vrrp_notify::Notifier> {
                 notify: r.cfg.notify.clone(),
                 events: std::sync::Arc::clone(&r.events),
                 transitions: r.handle.take_transitions()?,
+                bus: bus.clone(),
             })
         })
         .collect()

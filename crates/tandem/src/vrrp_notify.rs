@@ -67,6 +67,8 @@ pub struct Notifier {
     pub notify: Notify,
     pub events: SharedEvents,
     pub transitions: mpsc::UnboundedReceiver<Transition>,
+    /// The admin API's event log (`/api/v1/events`, the dashboard).
+    pub bus: tandem_admin::Events,
 }
 
 impl Notifier {
@@ -98,6 +100,21 @@ impl Notifier {
                 })
                 .collect(),
         };
+        let master = t.master_address.map(|a| a.to_string()).unwrap_or_default();
+        self.bus.push(
+            tandem_admin::EventKind::Vrrp,
+            format!(
+                "vrrp {}: {} → {} (priority {})",
+                self.instance, event.from, event.to, t.priority
+            ),
+            [
+                ("instance", self.instance.clone()),
+                ("from", event.from.to_string()),
+                ("to", event.to.to_string()),
+                ("priority", t.priority.to_string()),
+                ("master_address", master),
+            ],
+        );
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if events.len() == KEEP_EVENTS {
             events.pop_front();

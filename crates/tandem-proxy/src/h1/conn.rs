@@ -10,7 +10,7 @@ use std::time::Duration;
 use tandem_balance::persistence::{Pinned, ServicePersistence};
 use tandem_balance::{Avoid, RequestKey};
 use tandem_config::{CookieMode, PersistenceKind};
-use tandem_config::{SchedulerKind, Service, Timeouts};
+use tandem_config::{Service, Timeouts};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -285,9 +285,9 @@ impl H1Service {
         H1Service {
             access_log,
             pool: BackendPool::new(addrs),
-            measure_latency: balancers
-                .iter()
-                .any(|b| b.pool.scheduler == SchedulerKind::Ewma),
+            // Every pool, not just `ewma` ones: the admin API's p50/p99 and the dashboard
+            // read the histogram this feeds (one clock read per response).
+            measure_latency: true,
             timeouts: cfg.timeouts.clone(),
             max_header_size: cfg.max_header_size,
             balancer: Arc::clone(&balancers[0]),

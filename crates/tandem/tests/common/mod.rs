@@ -6,8 +6,10 @@
 
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod load;
 pub mod netns;
+pub mod process_backend;
 pub mod vrrp;
 
 use std::convert::Infallible;
