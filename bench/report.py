@@ -5,10 +5,11 @@ Subcommands (all print to stdout):
   parse-wrk FILE                 -> "rps p50_ms p99_ms requests errors latency_src"
   parse-h2load FILE [LOGFILE]    -> same fields; p50/p99 from h2load's per-request log
   cpu-ticks PID...               -> utime+stime (clock ticks) summed over the PIDs (all threads)
-  snap PIDS -- PIDS              -> "monotonic_s ticksA ticksB busy steal waitA_ns waitB_ns": CPU ticks
-                                    of each PID set, machine-wide non-idle/steal ticks (/proc/stat)
-                                    and the time the sets' threads waited on a run queue
-                                    (/proc/PID/task/*/schedstat, field 2)
+  snap PIDS -- PIDS              -> "monotonic_s ticksA ticksB busy steal waitA_ns waitB_ns psi_us": CPU
+                                    ticks of each PID set, machine-wide non-idle/steal ticks
+                                    (/proc/stat), the time the sets' threads waited on a run queue
+                                    (/proc/PID/task/*/schedstat, field 2) and the machine's CPU
+                                    pressure stall total ('some', µs; -1 without PSI)
   wait-quiet SECONDS PERCENT     -> wait (bounded) until machine-wide busy CPU < PERCENT over 1 s
   hwm-kib PID...                 -> VmHWM (KiB) summed over the PIDs
   report RUNS.tsv OUT.md META.txt -> prints the plain-text tables and writes the markdown file
@@ -143,7 +144,22 @@ def snap(args):
     ta = cpu_ticks(a)
     tb = cpu_ticks(b)
     busy, steal, _ = machine_ticks()
-    return "%.4f %d %d %d %d %d %d" % (t, ta, tb, busy, steal, run_delay_ns(a), run_delay_ns(b))
+    return "%.4f %d %d %d %d %d %d %d" % (t, ta, tb, busy, steal, run_delay_ns(a), run_delay_ns(b),
+                                          psi_cpu_some_us())
+
+
+def psi_cpu_some_us():
+    """Cumulative µs during which some task waited for a CPU (/proc/pressure/cpu), or -1."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            for line in f:
+                if line.startswith("some"):
+                    for field in line.split():
+                        if field.startswith("total="):
+                            return int(field[6:])
+    except (OSError, ValueError):
+        pass
+    return -1
 
 
 def run_delay_ns(pids):

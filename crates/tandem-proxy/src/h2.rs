@@ -226,7 +226,11 @@ impl H2Service {
         let svc = service_fn(move |req| {
             let this = Arc::clone(&this);
             let inflight = act.begin();
-            async move {
+            // Boxed: hyper runs each HTTP/2 stream's future in a task of its own, and tokio
+            // moves a task's future by value when spawning it and again when it finishes;
+            // unboxed, this large state machine was copied several times per request (~8 % of
+            // the CPU of an h2 request in a profile). One small allocation instead.
+            Box::pin(async move {
                 let mut resp = this.handle(req, peer, https, client).await;
                 if let (true, Some(v)) = (https, &this.hsts) {
                     resp.headers_mut()
@@ -234,7 +238,7 @@ impl H2Service {
                 }
                 drop(inflight);
                 Ok::<_, Infallible>(resp)
-            }
+            })
         });
         if matches!(proto, Proto::H1Tls | Proto::H1Plain) {
             let conn = hyper::server::conn::http1::Builder::new()
