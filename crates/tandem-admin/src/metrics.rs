@@ -256,6 +256,21 @@ impl Collector for TopologyCollector {
         }
         {
             let mut m = enc.encode_descriptor(
+                "tandem_backend_response",
+                "Time from sending a request to the backend to its response head (HTTP), by backend; buckets double from 2 µs.",
+                Some(&seconds),
+                MetricType::Histogram,
+            )?;
+            for r in &rows {
+                let h = &r.runtime.stats.latency;
+                let buckets = h.prometheus_buckets();
+                let count = buckets.iter().map(|b| b.1).sum();
+                m.encode_family(&r.labels())?
+                    .encode_histogram::<NoLabelSet>(h.sum_seconds(), count, &buckets, None)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
                 "tandem_backend_latency_ewma",
                 "Peak-EWMA response time used by the ewma scheduler; absent until measured.",
                 Some(&seconds),

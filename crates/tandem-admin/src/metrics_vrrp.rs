@@ -28,7 +28,7 @@ impl VrrpCollector {
     ) -> fmt::Result {
         let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for v in &self.views {
-            m.encode_family(&[("instance", v.name.as_str())])?
+            m.encode_family(&[("vrrp", v.name.as_str())])?
                 .encode_gauge(&value(v))?;
         }
         Ok(())
@@ -43,7 +43,7 @@ impl VrrpCollector {
     ) -> fmt::Result {
         let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
         for v in &self.views {
-            m.encode_family(&[("instance", v.name.as_str())])?
+            m.encode_family(&[("vrrp", v.name.as_str())])?
                 .encode_counter::<NoLabelSet, u64, u64>(&value(v), None)?;
         }
         Ok(())
@@ -64,7 +64,7 @@ impl Collector for VrrpCollector {
             )?;
             for v in &self.views {
                 for state in STATES {
-                    m.encode_family(&[("instance", v.name.as_str()), ("state", state)])?
+                    m.encode_family(&[("vrrp", v.name.as_str()), ("state", state)])?
                         .encode_gauge(&u32::from(v.state == state))?;
                 }
             }
@@ -111,7 +111,7 @@ impl Collector for VrrpCollector {
             )?;
             for v in &self.views {
                 for (reason, n) in &v.discarded {
-                    m.encode_family(&[("instance", v.name.as_str()), ("reason", reason)])?
+                    m.encode_family(&[("vrrp", v.name.as_str()), ("reason", reason)])?
                         .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
                 }
             }
@@ -126,7 +126,7 @@ impl Collector for VrrpCollector {
             for v in &self.views {
                 for t in &v.tracked {
                     m.encode_family(&[
-                        ("instance", v.name.as_str()),
+                        ("vrrp", v.name.as_str()),
                         ("kind", t.kind),
                         ("name", t.name.as_str()),
                     ])?

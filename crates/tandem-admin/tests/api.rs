@@ -215,6 +215,9 @@ fn exercise(t: &Topology) {
     s.bytes_in.store(100, Ordering::Relaxed);
     s.bytes_out.store(2000, Ordering::Relaxed);
     s.latency_ewma_ns.store(1_500_000, Ordering::Relaxed);
+    // Two timed responses: 1.5 ms and 3 ms.
+    s.latency.record(1_500_000);
+    s.latency.record(3_000_000);
     let sorry = web.sorry.as_ref().expect("sorry server");
     sorry.stats.total.store(7, Ordering::Relaxed);
 }
@@ -397,6 +400,14 @@ async fn metrics_exposition() {
         format!("tandem_backend_weight{{{web1}}} 3"),
         format!("tandem_backend_weight{{{web2}}} 1"),
         format!("tandem_backend_latency_ewma_seconds{{{web1}}} 0.0015"),
+        "# TYPE tandem_backend_response_seconds histogram".to_string(),
+        format!(r#"tandem_backend_response_seconds_bucket{{le="0.001024",{web1}}} 0"#),
+        format!(r#"tandem_backend_response_seconds_bucket{{le="0.002048",{web1}}} 1"#),
+        format!(r#"tandem_backend_response_seconds_bucket{{le="0.004096",{web1}}} 2"#),
+        format!(r#"tandem_backend_response_seconds_bucket{{le="+Inf",{web1}}} 2"#),
+        format!("tandem_backend_response_seconds_count{{{web1}}} 2"),
+        format!("tandem_backend_response_seconds_sum{{{web1}}} 0.0045"),
+        format!("tandem_backend_response_seconds_count{{{web2}}} 0"),
         r#"tandem_pool_backends_eligible{pool="web"} 2"#.to_string(),
         r#"tandem_pool_backends_eligible{pool="db"} 1"#.to_string(),
         r#"tandem_pool_backends_eligible{pool="a.b-c"} 0"#.to_string(),
@@ -641,14 +652,14 @@ fn vrrp_metrics_follow_the_instance_view() {
     ]);
     let text = state.render_metrics().expect("metrics");
     for line in [
-        "tandem_vrrp_state{instance=\"web\",state=\"master\"} 1",
-        "tandem_vrrp_state{instance=\"web\",state=\"backup\"} 0",
-        "tandem_vrrp_priority{instance=\"web\"} 90",
-        "tandem_vrrp_configured_priority{instance=\"web\"} 150",
-        "tandem_vrrp_became_master_total{instance=\"web\"} 2",
-        "tandem_vrrp_adverts_sent_total{instance=\"web\"} 1204",
-        "tandem_vrrp_discarded_total{instance=\"web\",reason=\"bad_ttl\"} 4",
-        "tandem_vrrp_tracked_ok{instance=\"web\",kind=\"pool\",name=\"web\"} 0",
+        "tandem_vrrp_state{vrrp=\"web\",state=\"master\"} 1",
+        "tandem_vrrp_state{vrrp=\"web\",state=\"backup\"} 0",
+        "tandem_vrrp_priority{vrrp=\"web\"} 90",
+        "tandem_vrrp_configured_priority{vrrp=\"web\"} 150",
+        "tandem_vrrp_became_master_total{vrrp=\"web\"} 2",
+        "tandem_vrrp_adverts_sent_total{vrrp=\"web\"} 1204",
+        "tandem_vrrp_discarded_total{vrrp=\"web\",reason=\"bad_ttl\"} 4",
+        "tandem_vrrp_tracked_ok{vrrp=\"web\",kind=\"pool\",name=\"web\"} 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),

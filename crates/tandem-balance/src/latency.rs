@@ -18,12 +18,15 @@ pub const BUCKETS: usize = 48;
 #[derive(Debug)]
 pub struct LatencyHistogram {
     counts: [AtomicU64; BUCKETS],
+    /// The sum of all samples, for Prometheus' `_sum` (mean response time).
+    sum_ns: AtomicU64,
 }
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
         }
     }
 }
@@ -72,12 +75,61 @@ impl LatencyHistogram {
     /// Count one sample. One relaxed `fetch_add`: safe from any data-plane thread.
     pub fn record(&self, ns: u64) {
         self.counts[bucket_of(ns)].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The sum of every sample so far, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Prometheus buckets: per-bucket (not cumulative) counts with their upper bounds in
+    /// seconds, two of ours merged into one (edges at 2^k µs, 2 µs … 8.4 s, then +Inf), so a
+    /// backend costs 24 series rather than 48.
+    pub fn prometheus_buckets(&self) -> Vec<(f64, u64)> {
+        let counts = self.snapshot();
+        let mut out = Vec::with_capacity(BUCKETS / 2 + 1);
+        // Buckets 0 (< 1 µs), 1 ([1, 2) µs) and 2 (never used: 1 µs has no half step) end at
+        // 2 µs; then each pair (odd, even) spans one doubling.
+        out.push((upper_ms(2) / 1000.0, counts[0] + counts[1] + counts[2]));
+        let mut i = 3;
+        while i + 1 < BUCKETS - 1 {
+            out.push((upper_ms(i + 1) / 1000.0, counts[i] + counts[i + 1]));
+            i += 2;
+        }
+        let rest: u64 = counts[i..].iter().sum();
+        out.push((f64::INFINITY, rest));
+        out
     }
 
     /// The counts now. Not an atomic snapshot across buckets (a sample may land between two
     /// loads), which is invisible at the precision percentiles are shown with.
     pub fn snapshot(&self) -> [u64; BUCKETS] {
         std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod prometheus_tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_buckets_double_and_add_up() {
+        let h = LatencyHistogram::default();
+        for ns in [500, 1_500, 3_000_000, 3_000_000, 20_000_000_000] {
+            h.record(ns);
+        }
+        let b = h.prometheus_buckets();
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 5);
+        assert_eq!(b[0], (0.000_002, 2), "< 2 µs");
+        assert!(b.windows(2).all(|w| w[1].0 > w[0].0), "{b:?}");
+        for w in b.windows(2).take(b.len() - 2) {
+            assert!((w[1].0 / w[0].0 - 2.0).abs() < 1e-9, "{b:?}");
+        }
+        let three_ms = b.iter().find(|x| x.0 >= 0.003).expect("bucket");
+        assert_eq!(three_ms.1, 2, "{b:?}");
+        assert_eq!(b.last().map(|x| x.1), Some(1), "20 s lands in +Inf");
+        assert!((h.sum_seconds() - 20.006_002).abs() < 1e-6);
     }
 }
 

@@ -65,8 +65,13 @@ pub fn run(
         Some(u) if u.take_over => Some(crate::upgrade::take_over(&u.socket)?),
         _ => None,
     };
-    let admin_socket = match taken.as_mut().and_then(|t| t.admin()) {
-        Some(fd) => std::net::TcpListener::from(fd),
+    let admin_socket = match taken
+        .as_mut()
+        .and_then(|t| t.admin())
+        .map(std::net::TcpListener::from)
+        .filter(|l| same_address(l, cfg.admin.listen))
+    {
+        Some(l) => l,
         None => std::net::TcpListener::bind(cfg.admin.listen)
             .with_context(|| format!("admin: cannot listen on {}", cfg.admin.listen))?,
     };
@@ -106,7 +111,15 @@ pub fn run(
     // starts with the priority and FAULT state its checks call for (vrrp_probes).
     let probes = control.block_on(crate::vrrp_probes::Probes::first_rounds(&cfg));
     // The cluster listener handed over, if any (the rest of `taken` is done with).
-    let cluster_socket = taken.as_mut().and_then(|t| t.cluster());
+    let cluster_socket = taken
+        .as_mut()
+        .and_then(|t| t.cluster())
+        .map(std::net::TcpListener::from)
+        .filter(|l| {
+            cfg.cluster
+                .as_ref()
+                .is_some_and(|c| same_address(l, c.listen))
+        });
     // Taking over: the old process stops its VRRP instances now (without resigning) and says
     // which were master; this one starts those as master. From here on it serves.
     let resume = match taken {
@@ -131,8 +144,7 @@ pub fn run(
     // The cluster listener is bound before the data plane starts, so a port conflict is a
     // startup error; its checkpoint (if any) is loaded into the sticky tables first too.
     let cluster = match (&cfg.cluster, cluster_socket) {
-        (Some(c), Some(fd)) => Some(control.block_on(async {
-            let listener = std::net::TcpListener::from(fd);
+        (Some(c), Some(listener)) => Some(control.block_on(async {
             listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             tandem_cluster::Node::start_on(c, listener, Arc::clone(&topology), stop_rx.clone())
@@ -364,7 +376,8 @@ fn spawn_handover(path: &Path, replace: bool, events: tokio::sync::mpsc::Sender<
 
 /// SIGUSR2: start the binary found at this process's path with the same configuration and
 /// `--upgrade`, as a child in the same service (cgroup); it takes over, and this process
-/// drains and exits. The way to upgrade under systemd: `systemctl kill -s USR2 tandem`.
+/// drains and exits. The way to upgrade under systemd:
+/// `systemctl kill --kill-whom=main -s USR2 tandem`.
 fn spawn_successor(file: Option<&Path>, upgrade: Option<&Upgrade>, exe: &Option<PathBuf>) {
     let (Some(file), Some(upgrade), Some(exe)) = (file, upgrade, exe) else {
         tracing::warn!("SIGUSR2: this process cannot start a successor (no configuration file)");
@@ -423,6 +436,14 @@ fn offer(
         },
         fds,
     ))
+}
+
+/// Whether a handed-over listener is the one `want` asks for (port 0: any port on that
+/// address). A different address is bound anew rather than served from the old socket.
+fn same_address(l: &std::net::TcpListener, want: SocketAddr) -> bool {
+    l.local_addr().is_ok_and(|have| {
+        have.ip() == want.ip() && (want.port() == 0 || have.port() == want.port())
+    })
 }
 
 /// The services of `cfg` on the sockets handed over (binding those the old process did not
