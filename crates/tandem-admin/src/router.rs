@@ -504,11 +504,13 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
 
 /// 401 with the RFC 6750 challenge.
 fn unauthorized(path: &str, e: AuthError) -> Response<Full<Bytes>> {
-    let mut resp = error(path, StatusCode::UNAUTHORIZED, e.to_string());
     let challenge = match e {
         AuthError::Missing => "Bearer realm=\"tandem\"",
         AuthError::Wrong => "Bearer realm=\"tandem\", error=\"invalid_token\"",
+        // No token would help: there is none to present.
+        AuthError::ReadOnly => return error(path, StatusCode::FORBIDDEN, e.to_string()),
     };
+    let mut resp = error(path, StatusCode::UNAUTHORIZED, e.to_string());
     resp.headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     resp

@@ -576,18 +576,19 @@ fn admin(cx: &mut Cx, v: &Value) -> (R<Admin>, Option<usize>) {
         return (Err(Reported), at);
     };
     let listen = listen.unwrap_or(Admin::default().listen);
-    // A refusal rather than a warning: off loopback, anyone who can reach the port could
-    // drain every backend, and a warning in a log nobody reads protects nothing.
+    // Off loopback without a token the API is read-only (the daemon refuses every change
+    // with 403): nobody on the network can drain a backend, and monitoring still works.
     if !listen.ip().is_loopback() && token.is_none() {
-        let e = cx.error(
+        cx.warn(
             at.unwrap_or(t.at),
             "admin.listen",
             format!(
-                "{listen} is not a loopback address, so the admin API needs a token: set \
-                 `token_file` in [admin] to a file holding one (e.g. `openssl rand -hex 32`)"
+                "{listen} is not a loopback address and there is no `token_file`: anyone who \
+                 can reach it can read the API, and changes (drain, weight, reload) are refused \
+                 until [admin] token_file names a file holding a token (e.g. `openssl rand -hex \
+                 32`)"
             ),
         );
-        return (Err(e), at);
     }
     (Ok(Admin { listen, token }), at)
 }
