@@ -51,6 +51,10 @@ pub struct OverviewPool<'a> {
     pub name: &'a str,
     pub scheduler: &'static str,
     pub backends_eligible: usize,
+    /// N+1 (from the backends' `capacity`): whether the pool carries its observed load
+    /// without its largest member; null when no backend has a `capacity` or the load is not
+    /// known yet. The dashboard shows it as a badge.
+    pub survives_losing_one: Option<bool>,
     pub backends: Vec<OverviewBackend>,
 }
 
@@ -100,6 +104,7 @@ impl<'a> OverviewView<'a> {
                     name: &p.name,
                     scheduler: p.scheduler.name(),
                     backends_eligible: crate::metrics::eligible_backends(p),
+                    survives_losing_one: p.load.status().and_then(|s| s.survives),
                     backends: p
                         .backends
                         .iter()

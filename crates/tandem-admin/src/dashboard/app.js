@@ -244,6 +244,10 @@ function renderPools(o, t) {
     head.append(el("h3", null, p.name), el("span", "muted", p.scheduler),
       el("span", p.backends_eligible === 0 ? "bad" : "muted",
         p.backends_eligible + " of " + p.backends.length + " eligible"));
+    if (p.survives_losing_one !== null && p.survives_losing_one !== undefined) {
+      head.append(el("span", "badge " + (p.survives_losing_one ? "s-up" : "s-down"),
+        "survives losing 1 backend: " + (p.survives_losing_one ? "yes" : "no")));
+    }
     card.append(head);
     const table = el("table", "grid");
     const thead = el("thead");
