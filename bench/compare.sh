@@ -52,52 +52,10 @@ for v in ROUNDS DURATION WARMUP CONNS H2_CLIENTS H2_STREAMS PROXY_CPU CLIENT_CPU
 done
 (( ROUNDS >= 1 && DURATION >= 1 )) || { echo "error: ROUNDS and DURATION must be >= 1" >&2; exit 2; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# ------------------------------------------------------------------ process bookkeeping
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench.XXXXXX")"
-chmod 755 "$TMP"   # nginx workers drop root privileges and must read the docroot
-declare -a STARTED=()   # every PID we started (kill on exit)
-
-kill_pid() {   # kill_pid PID: TERM, wait up to 5 s, then KILL. Only PIDs we started.
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        # a zombie child of ours is reaped by wait below
-        [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" == Z ]] && break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] \
-        && kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-children_of() {   # direct children PIDs of $1 (nginx workers of a master we started)
-    pgrep -P "$1" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? i pid
-    set +e
-    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-        pid="${STARTED[$i]}"
-        [[ -n "$pid" ]] && kill_pid "$pid"
-    done
-    if [[ -n "${KEEP_TMP:-}" ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-forget_pid() {   # drop a PID we stopped ourselves from the cleanup list
-    local i
-    for i in "${!STARTED[@]}"; do [[ "${STARTED[$i]}" == "$1" ]] && unset 'STARTED[i]'; done
-    STARTED=("${STARTED[@]+"${STARTED[@]}"}")
-}
+# Logging, the temp dir (TMP), the PIDs we start (STARTED, stopped by PID on exit), ports,
+# waiting for a server: bench/lib.sh.
+source "$HERE/lib.sh"
+bench_tmp tandem-bench
 
 # ------------------------------------------------------------------ prerequisites
 ensure_packages() {
@@ -151,7 +109,6 @@ fi
 CLK_TCK="$(getconf CLK_TCK)"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$BACKEND1" "$BACKEND2" "${PORT_HTTP[@]}" "${PORT_H2[@]}" "${PORT_TCP[@]}" "$TANDEM_ADMIN"; do
     port_free "$p" || die "127.0.0.1:$p is already in use (another benchmark running?)"
 done
@@ -227,16 +184,6 @@ $(nginx_common_paths "$TMP/backend")
 }
 EOF
 
-wait_http() {   # wait_http URL PID [curl opts...]: up to 5 s for a 200
-    local url="$1" pid="$2" i
-    shift 2
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if curl -sf -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 log "starting backends on 127.0.0.1:$BACKEND1 and :$BACKEND2 (core $CLIENT_CPU)"
 "${PIN_CLIENT[@]}" nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" \

@@ -74,8 +74,9 @@ done
     || { echo "error: ROUNDS, DURATION, REPL_ROUNDS and REPL_DURATION must be >= 1" >&2; exit 2; }
 ((REPL_WARMUP < REPL_DURATION)) || { echo "error: REPL_WARMUP must be < REPL_DURATION" >&2; exit 2; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# Logging, the temp dir (TMP), the PIDs we start (STARTED, stopped by PID on exit), the build's
+# PID, ports, waiting for a server: bench/lib.sh.
+source "$HERE/lib.sh"
 
 read -r -a PART_LIST <<<"$PARTS"
 read -r -a TARGET_LIST <<<"$TARGETS"
@@ -97,27 +98,8 @@ for s in "${REPL_LIST[@]}"; do
 done
 
 # ------------------------------------------------------------------ process bookkeeping
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/tandem-persist.XXXXXX")"
-chmod 755 "$TMP"   # nginx workers drop root privileges and must read the docroot
-declare -a STARTED=()   # every PID we started (killed on exit)
+bench_tmp tandem-persist
 PEER_PIDS="$TMP/peers.pids"   # HAProxy processes started by peers.py (its own children)
-
-kill_pid() {   # kill_pid PID: TERM, wait up to 5 s, then KILL. Only PIDs we started.
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" == Z ]] && break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]]; then
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-children_of() { pgrep -P "$1" 2>/dev/null || true; }
 
 kill_peer_haproxies() {   # safety net: HAProxy processes peers.py started and did not stop
     local pid
@@ -132,35 +114,7 @@ kill_peer_haproxies() {   # safety net: HAProxy processes peers.py started and d
     done <"$PEER_PIDS"
     : >"$PEER_PIDS"
 }
-
-BUILD_PID=""   # cargo while it builds (the subshell execs it): its rustc children go with it
-
-cleanup() {
-    local rc=$? i pid
-    set +e
-    if [[ -n "$BUILD_PID" ]] && kill -0 "$BUILD_PID" 2>/dev/null; then
-        for pid in $(pgrep -P "$BUILD_PID" 2>/dev/null); do   # rustc, build scripts
-            for i in $(pgrep -P "$pid" 2>/dev/null); do kill -TERM "$i" 2>/dev/null; done   # their linker
-            kill -TERM "$pid" 2>/dev/null
-        done
-    fi
-    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-        pid="${STARTED[$i]}"
-        [[ -n "$pid" ]] && kill_pid "$pid"
-    done
-    kill_peer_haproxies
-    if [[ -n "${KEEP_TMP:-}" ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-forget_pid() {
-    local i
-    for i in "${!STARTED[@]}"; do [[ "${STARTED[$i]}" == "$1" ]] && unset 'STARTED[i]'; done
-    STARTED=("${STARTED[@]+"${STARTED[@]}"}")
-}
+bench_hook_cleanup() { kill_peer_haproxies; }   # run by lib.sh's exit trap
 
 # ------------------------------------------------------------------ prerequisites
 ensure_packages() {
@@ -211,7 +165,6 @@ fi
 CLK_TCK="$(getconf CLK_TCK)"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$BACKEND1" "$BACKEND2" "${PORT_HTTP[@]}" "$TANDEM_ADMIN" "$REPL_TANDEM_A" "$REPL_TANDEM_B" \
          "$REPL_HAPROXY_A" "$REPL_HAPROXY_B"; do
     port_free "$p" || die "127.0.0.1:$p is already in use (another benchmark running?)"
@@ -294,27 +247,6 @@ mkdir -p "$OUT_DIR"
 TS="$(date -u +%Y%m%dT%H%M%SZ)"
 HTTP_RUNS="-"
 REPL_RUNS="-"
-
-wait_http() {   # wait_http URL PID: up to 5 s for a 200
-    local url="$1" pid="$2" i
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if curl -sf -o /dev/null --max-time 1 "$url" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-run_bg() {   # run_bg SECONDS-LIMIT OUT ERR CMD...: in the background + wait (signals are handled at once)
-    local limit="$1" out="$2" err="$3" rc=0 pid
-    shift 3
-    timeout -k 5 "$limit" "$@" >"$out" 2>"$err" &
-    pid=$!
-    STARTED+=("$pid")
-    wait "$pid" || rc=$?
-    forget_pid "$pid"
-    return "$rc"
-}
 
 # ================================================================== part 1: request path
 if has_part http; then
