@@ -58,56 +58,10 @@ source "$HERE/lib.sh"
 bench_tmp tandem-bench
 
 # ------------------------------------------------------------------ prerequisites
-ensure_packages() {
-    local -a missing=()
-    command -v haproxy >/dev/null || missing+=(haproxy)
-    command -v nginx   >/dev/null || missing+=(nginx)
-    command -v wrk     >/dev/null || missing+=(wrk)
-    command -v h2load  >/dev/null || missing+=(nghttp2-client)
-    command -v curl    >/dev/null || missing+=(curl)
-    command -v taskset >/dev/null || missing+=(util-linux)
-    command -v python3 >/dev/null || missing+=(python3)
-    command -v pgrep   >/dev/null || missing+=(procps)
-    ((${#missing[@]} == 0)) && return 0
-    log "installing missing packages: ${missing[*]}"
-    [[ "$(id -u)" == 0 ]] || die "missing ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    local -a pkgs=()
-    local p
-    for p in "${missing[@]}"; do
-        # Debian 11 ships a real nginx-light; in Debian 12 it is a transitional package for nginx.
-        if [[ "$p" == nginx ]] && apt-cache show nginx-light >/dev/null 2>&1; then pkgs+=(nginx-light); else pkgs+=("$p"); fi
-    done
-    apt-get install -y -q "${pkgs[@]}" || { apt-get update -q && apt-get install -y -q "${pkgs[@]}"; } \
-        || die "apt-get install ${pkgs[*]} failed"
-}
-ensure_packages
-
-NCPU="$(nproc)"
-# Same scheduling priority for every benchmark process (proxies, backends, load generators).
-# As root the default is -10, so background work (builds, editors) disturbs the runs less.
-if [[ -z "${NICE:-}" ]]; then
-    if [[ "$(id -u)" == 0 ]]; then NICE=-10; else NICE=0; fi
-fi
-[[ "$NICE" =~ ^-?[0-9]+$ ]] || die "NICE must be an integer (got '$NICE')"
-PRIO=()
-if [[ "$NICE" != 0 ]]; then
-    # With sched_autogroup, nice only ranks processes within one session; processes of other
-    # sessions compete as whole groups. So each benchmark process gets its own session (setsid)
-    # and that session's autogroup gets the same nice level as the process. setsid does not fork
-    # here (our children are not process-group leaders), so $! stays the PID of the proxy.
-    PRIO=(setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null || true; exec "$@"' "$NICE" nice -n "$NICE")
-fi
-PIN_PROXY=("${PRIO[@]+"${PRIO[@]}"}")
-PIN_CLIENT=("${PRIO[@]+"${PRIO[@]}"}")
-if (( NCPU < 2 )) || (( PROXY_CPU >= NCPU || CLIENT_CPU >= NCPU )); then
-    log "warning: $NCPU CPU(s); cannot pin proxy to core $PROXY_CPU and client to core $CLIENT_CPU — running unpinned"
-else
-    PIN_PROXY+=(taskset -c "$PROXY_CPU")
-    PIN_CLIENT+=(taskset -c "$CLIENT_CPU")
-fi
-CLK_TCK="$(getconf CLK_TCK)"
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+bench_packages haproxy:haproxy nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl taskset:util-linux python3:python3 pgrep:procps
+# One nice level for every benchmark process, each in its own autogroup; proxy and client
+# pinned to their cores (bench/lib.sh; README "Noise").
+bench_pinning
 
 for p in "$BACKEND1" "$BACKEND2" "${PORT_HTTP[@]}" "${PORT_H2[@]}" "${PORT_TCP[@]}" "$TANDEM_ADMIN"; do
     port_free "$p" || die "127.0.0.1:$p is already in use (another benchmark running?)"

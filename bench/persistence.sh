@@ -117,53 +117,10 @@ kill_peer_haproxies() {   # safety net: HAProxy processes peers.py started and d
 bench_hook_cleanup() { kill_peer_haproxies; }   # run by lib.sh's exit trap
 
 # ------------------------------------------------------------------ prerequisites
-ensure_packages() {
-    local -a missing=()
-    command -v haproxy >/dev/null || missing+=(haproxy)
-    command -v nginx   >/dev/null || missing+=(nginx)
-    command -v wrk     >/dev/null || missing+=(wrk)
-    command -v curl    >/dev/null || missing+=(curl)
-    command -v taskset >/dev/null || missing+=(util-linux)
-    command -v python3 >/dev/null || missing+=(python3)
-    command -v pgrep   >/dev/null || missing+=(procps)
-    ((${#missing[@]} == 0)) && return 0
-    log "installing missing packages: ${missing[*]}"
-    [[ "$(id -u)" == 0 ]] || die "missing ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    local -a pkgs=()
-    local p
-    for p in "${missing[@]}"; do
-        if [[ "$p" == nginx ]] && apt-cache show nginx-light >/dev/null 2>&1; then pkgs+=(nginx-light); else pkgs+=("$p"); fi
-    done
-    apt-get install -y -q "${pkgs[@]}" || { apt-get update -q && apt-get install -y -q "${pkgs[@]}"; } \
-        || die "apt-get install ${pkgs[*]} failed"
-}
-ensure_packages
-
-NCPU="$(nproc)"
-if [[ -z "${NICE:-}" ]]; then
-    if [[ "$(id -u)" == 0 ]]; then NICE=-10; else NICE=0; fi
-fi
-[[ "$NICE" =~ ^-?[0-9]+$ ]] || die "NICE must be an integer (got '$NICE')"
-PRIO=()
-if [[ "$NICE" != 0 ]]; then
-    # As compare.sh: each benchmark process in its own session, whose autogroup gets the same
-    # nice level, so background work disturbs less (see bench/README.md, "Noise").
-    # shellcheck disable=SC2016  # $0 and $@ belong to the inner bash
-    PRIO=(setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null || true; exec "$@"' "$NICE" nice -n "$NICE")
-fi
-PIN_PROXY=("${PRIO[@]+"${PRIO[@]}"}")
-PIN_CLIENT=("${PRIO[@]+"${PRIO[@]}"}")
-PIN_OK=1
-if (( NCPU < 2 )) || (( PROXY_CPU >= NCPU || CLIENT_CPU >= NCPU )); then
-    log "warning: $NCPU CPU(s); cannot pin to cores $PROXY_CPU and $CLIENT_CPU — running unpinned"
-    PIN_OK=0
-else
-    PIN_PROXY+=(taskset -c "$PROXY_CPU")
-    PIN_CLIENT+=(taskset -c "$CLIENT_CPU")
-fi
-CLK_TCK="$(getconf CLK_TCK)"
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+bench_packages haproxy:haproxy nginx:nginx wrk:wrk curl:curl taskset:util-linux python3:python3 pgrep:procps
+# One nice level for every benchmark process, each in its own autogroup; proxy and client
+# pinned to their cores (bench/lib.sh; README "Noise").
+bench_pinning
 
 for p in "$BACKEND1" "$BACKEND2" "${PORT_HTTP[@]}" "$TANDEM_ADMIN" "$REPL_TANDEM_A" "$REPL_TANDEM_B" \
          "$REPL_HAPROXY_A" "$REPL_HAPROXY_B"; do
