@@ -5,69 +5,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::load::{failures, percentile, Load};
+use common::process_backend::ProcessBackend;
 use common::*;
 use tokio::io::AsyncWriteExt;
-
-/// A real backend process (tests/support/http_backend.py) answering "NAME\n"; killed by PID
-/// when dropped.
-struct PyBackend {
-    guard: Option<ChildGuard>,
-}
-
-impl PyBackend {
-    fn start(addr: SocketAddr, name: &str) -> PyBackend {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/http_backend.py");
-        let mut child = Command::new("python3")
-            .args([
-                script,
-                &addr.ip().to_string(),
-                &addr.port().to_string(),
-                name,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 must be installed (scripts/test.sh installs it)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let guard = ChildGuard(child);
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("backend stdout");
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "backend {name} on {addr} did not start"
-        );
-        PyBackend { guard: Some(guard) }
-    }
-
-    /// SIGKILL, like a crash: no FIN handshake courtesy, the kernel just closes its sockets.
-    fn kill(&mut self) {
-        if let Some(mut g) = self.guard.take() {
-            let pid = i32::try_from(g.0.id()).expect("pid");
-            // SAFETY: kill(2) on the PID of our own unreaped child.
-            let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-            assert_eq!(rc, 0, "kill backend");
-            let _ = g.0.wait();
-        }
-    }
-}
-
-impl Drop for PyBackend {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The admin API's view of pool `p`'s backends.
 async fn backends(admin: SocketAddr) -> Option<Vec<serde_json::Value>> {
@@ -138,9 +84,9 @@ fn with_admin(cfg: String, n: u8) -> (String, SocketAddr) {
 async fn sigkilled_backend_loses_no_request_and_comes_back() {
     let n = 80;
     let addrs = [addr(n, 5001), addr(n, 5002), addr(n, 5003)];
-    let _a = PyBackend::start(addrs[0], "a");
-    let mut b = PyBackend::start(addrs[1], "b");
-    let _c = PyBackend::start(addrs[2], "c");
+    let _a = ProcessBackend::start_at(addrs[0], "a");
+    let mut b = ProcessBackend::start_at(addrs[1], "b");
+    let _c = ProcessBackend::start_at(addrs[2], "c");
     let (interval, timeout, fall) = (200, 100, 2);
     let (cfg, admin) = with_admin(
         config(
@@ -186,7 +132,7 @@ async fn sigkilled_backend_loses_no_request_and_comes_back() {
 
     // Back: up after `rise` checks, and traffic returns to it.
     let restarted_at = Instant::now();
-    let _b2 = PyBackend::start(addrs[1], "b");
+    let _b2 = ProcessBackend::start_at(addrs[1], "b");
     eventually("restarted backend up", Duration::from_secs(5), || async {
         state_of(admin, addrs[1])
             .await

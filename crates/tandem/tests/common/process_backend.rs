@@ -20,7 +20,12 @@ impl ProcessBackend {
             .and_then(|l| l.local_addr())
             .expect("probe a free port")
             .port();
-        let addr = SocketAddr::new(ip, port);
+        Self::start_at(SocketAddr::new(ip, port), name)
+    }
+
+    /// Start on `addr` (e.g. again where a killed one was) and wait for its `ready` line.
+    pub fn start_at(addr: SocketAddr, name: &str) -> ProcessBackend {
+        let (ip, port) = (addr.ip(), addr.port());
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/http_backend.py");
         let mut child = Command::new("python3")
             .args([script, &ip.to_string(), &port.to_string(), name])
