@@ -131,15 +131,6 @@ pub fn run(
         None => Vec::new(),
     };
     let vrrp = crate::vrrp::start_all(&cfg.vrrp, &resume)?;
-    let vrrp_sources = vrrp.iter().map(crate::vrrp::admin_source).collect();
-    let tracking = crate::vrrp_track::Tracking::new(&vrrp, &topology, &probes);
-    let notifiers = crate::vrrp::notifiers(&vrrp, &events);
-    let notify_timeout = cfg
-        .vrrp
-        .iter()
-        .map(|v| v.notify.timeout)
-        .max()
-        .unwrap_or_default();
     let (stop_tx, stop_rx) = watch::channel(false);
     // The cluster listener is bound before the data plane starts, so a port conflict is a
     // startup error; its checkpoint (if any) is loaded into the sticky tables first too.
@@ -168,12 +159,9 @@ pub fn run(
             stop_rx.clone(),
             events.clone(),
         ));
-        tokio::spawn(tracking.run(stop_rx.clone()));
-        probes.spawn(&stop_rx);
-        let notifiers: Vec<_> = notifiers
-            .into_iter()
-            .map(|n| tokio::spawn(n.run()))
-            .collect();
+        // Tracking, scripts, quorum witnesses and notifications of the VRRP instances.
+        let plane =
+            crate::vrrp_plane::VrrpPlane::spawn(vrrp, probes, &topology, &events, &stop_rx);
         let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
         // Off loopback the token guards reads too; without one there the API is read-only.
         let auth = match &cfg.admin.token {
@@ -185,7 +173,7 @@ pub fn run(
             None => AuthPolicy::open(),
         };
         let mut state = AdminState::new(topology.load_full(), services, env!("CARGO_PKG_VERSION"))
-            .with_vrrp(vrrp_sources)
+            .with_vrrp(plane.sources())
             .with_events(events.clone())
             .with_auth(auth);
         if file.is_some() {
@@ -230,7 +218,10 @@ pub fn run(
             crate::sd_notify::main_pid();
         }
         crate::sd_notify::ready();
-        let mut vrrp = Some(vrrp);
+        let mut vrrp = Some(plane);
+        // Notification tasks of instances already stopped (handed over), awaited on exit.
+        let mut notifiers = Vec::new();
+        let mut notify_timeout = Duration::ZERO;
 
         // Watched from here on, so no signal between two reloads is missed.
         let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -253,7 +244,15 @@ pub fn run(
                         continue;
                     }
                     UpgradeEvent::Ready(reply) => {
-                        let running = vrrp.take().unwrap_or_default();
+                        let running = match vrrp.take() {
+                            Some(plane) => {
+                                notify_timeout = plane.notify_timeout();
+                                let (running, handles) = plane.finish();
+                                notifiers.extend(handles);
+                                running
+                            }
+                            None => Vec::new(),
+                        };
                         let master = tokio::task::spawn_blocking(move || crate::vrrp::hand_over(running))
                             .await
                             .unwrap_or_default();
@@ -263,7 +262,7 @@ pub fn run(
                 },
             };
             crate::sd_notify::reloading();
-            let outcome = reloader.reload(&dataplane);
+            let outcome = reloader.reload(&dataplane, vrrp.as_mut()).await;
             crate::sd_notify::ready();
             let answer = match outcome {
                 Ok(report) => {
@@ -284,8 +283,11 @@ pub fn run(
         drop(admin_fd);
         // Hand the VIPs over first (priority 0), so new connections already go to the other
         // node while this one drains what it has. (After an upgrade the successor has them.)
-        if let Some(vrrp) = vrrp.take() {
-            tokio::task::spawn_blocking(move || crate::vrrp::stop_all(vrrp))
+        if let Some(plane) = vrrp.take() {
+            notify_timeout = plane.notify_timeout();
+            let (running, handles) = plane.finish();
+            notifiers.extend(handles);
+            tokio::task::spawn_blocking(move || crate::vrrp::stop_all(running))
                 .await
                 .context("stopping the VRRP instances")?;
         }

@@ -16,6 +16,7 @@ mod status;
 mod upgrade;
 mod vrrp;
 mod vrrp_notify;
+mod vrrp_plane;
 mod vrrp_probes;
 mod vrrp_track;
 

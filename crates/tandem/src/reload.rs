@@ -25,6 +25,8 @@ use tandem_config::Config;
 use tandem_proxy::Dataplane;
 use tokio::sync::watch;
 
+use crate::vrrp_plane::VrrpPlane;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("this process was not started from a configuration file")]
@@ -32,10 +34,12 @@ pub enum ReloadError {
     #[error("invalid configuration, nothing changed:\n{0}")]
     Invalid(String),
     #[error(
-        "{0} changed: that needs a restart (a reload never moves a VIP or the admin and \
-         cluster listeners); nothing changed"
+        "{0} changed: that needs a restart (the admin and cluster listeners and the worker \
+         count are fixed for the life of the process); nothing changed"
     )]
     NeedsRestart(String),
+    #[error("cannot apply the new VRRP settings, nothing changed: {0}")]
+    Vrrp(String),
     #[error("cannot apply the new configuration, nothing changed: {0}")]
     Apply(#[from] tandem_proxy::DataplaneError),
 }
@@ -51,6 +55,8 @@ pub struct Report {
     pub pools_removed: Vec<String>,
     pub pools_changed: Vec<String>,
     pub pools_unchanged: Vec<String>,
+    #[serde(flatten)]
+    pub vrrp: crate::vrrp_plane::VrrpReport,
 }
 
 /// One pool's health checkers, stopped when a reload drops or rebuilds the pool.
@@ -122,8 +128,12 @@ impl Reloader {
 
     /// Re-read the file and apply it, or leave everything as it is and say why; either way
     /// the outcome is an event in the admin API.
-    pub fn reload(&mut self, dataplane: &Dataplane) -> Result<Report, ReloadError> {
-        let outcome = self.apply(dataplane);
+    pub async fn reload(
+        &mut self,
+        dataplane: &Dataplane,
+        vrrp: Option<&mut VrrpPlane>,
+    ) -> Result<Report, ReloadError> {
+        let outcome = self.apply(dataplane, vrrp).await;
         match &outcome {
             Ok(r) => self.events.push(
                 tandem_admin::EventKind::Reload,
@@ -135,6 +145,11 @@ impl Reloader {
                     ("pools_changed", r.pools_changed.join(",")),
                     ("pools_added", r.pools_added.join(",")),
                     ("pools_removed", r.pools_removed.join(",")),
+                    ("vrrp_restarted", r.vrrp.vrrp_restarted.join(",")),
+                    ("vrrp_retracked", r.vrrp.vrrp_retracked.join(",")),
+                    ("vrrp_added", r.vrrp.vrrp_added.join(",")),
+                    ("vrrp_removed", r.vrrp.vrrp_removed.join(",")),
+                    ("vrrp_failed", r.vrrp.vrrp_failed.join(",")),
                 ],
             ),
             Err(e) => self.events.push(
@@ -146,7 +161,11 @@ impl Reloader {
         outcome
     }
 
-    fn apply(&mut self, dataplane: &Dataplane) -> Result<Report, ReloadError> {
+    async fn apply(
+        &mut self,
+        dataplane: &Dataplane,
+        mut vrrp: Option<&mut VrrpPlane>,
+    ) -> Result<Report, ReloadError> {
         let file = self.file.clone().ok_or(ReloadError::NoFile)?;
         let new = tandem_config::load_file(&file)
             .map_err(|errors| ReloadError::Invalid(errors.to_string()))?;
@@ -154,10 +173,16 @@ impl Reloader {
         if !fixed.is_empty() {
             return Err(ReloadError::NeedsRestart(fixed.join(", ")));
         }
+        // VRRP: interfaces checked, new scripts and witnesses probed once; nothing stopped.
+        let vrrp_step = match vrrp.as_deref() {
+            Some(plane) => Some(plane.prepare(&new).await.map_err(ReloadError::Vrrp)?),
+            None => None,
+        };
+        let vips = vips(&new);
         let old = self.topology.load_full();
         let topology = Arc::new(Topology::reloaded(&new, &old, Instant::now()));
         let (to_bind, _) = tandem_proxy::reload_plan(&dataplane.services(), &new.services);
-        let bound = tandem_proxy::bind(&to_bind, self.workers, &self.vips)?;
+        let bound = tandem_proxy::bind(&to_bind, self.workers, &vips)?;
         let served = dataplane.reload(&new.services, bound, &topology)?;
 
         // Committed: publish, then move the checkers.
@@ -169,6 +194,14 @@ impl Reloader {
             services_unchanged: served.unchanged,
             ..Report::default()
         };
+        // After the data plane: a service on a new VIP is listening before the VIP arrives.
+        if let (Some(plane), Some(step)) = (vrrp.as_deref_mut(), vrrp_step) {
+            if !step.is_empty() {
+                report.vrrp = plane.commit(step);
+            } else {
+                report.vrrp.vrrp_unchanged = new.vrrp.iter().map(|v| v.name.clone()).collect();
+            }
+        }
         for pool in &topology.pools {
             match old.pool(&pool.name) {
                 Some(o) if Arc::ptr_eq(o, pool) => report.pools_unchanged.push(pool.name.clone()),
@@ -198,8 +231,12 @@ impl Reloader {
             .iter()
             .map(ServiceInfo::from)
             .collect::<Vec<_>>();
-        let admin = self.admin.load_full().reloaded(topology, services);
+        let mut admin = self.admin.load_full().reloaded(topology, services);
+        if let Some(plane) = vrrp.as_deref() {
+            admin = admin.with_vrrp(plane.sources());
+        }
         self.admin.store(Arc::new(admin));
+        self.vips = vips;
         self.running = new;
         Ok(report)
     }
@@ -213,9 +250,9 @@ pub fn vips(cfg: &Config) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The sections a reload cannot change. VRRP instances and their checks stay as they are
-/// so that a reload never causes a failover; the admin and cluster listeners and the worker
-/// count are fixed for the life of the process.
+/// The sections a reload cannot change: the admin and cluster listeners and the worker count
+/// are fixed for the life of the process. (`[[vrrp]]` changes are applied instance by
+/// instance, see [`crate::vrrp_plane`].)
 fn fixed_sections_changed(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     if old.runtime != new.runtime {
@@ -226,12 +263,6 @@ fn fixed_sections_changed(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.cluster != new.cluster {
         changed.push("[cluster]".to_string());
-    }
-    if old.vrrp != new.vrrp {
-        changed.push("[[vrrp]]".to_string());
-    }
-    if old.vrrp_scripts != new.vrrp_scripts {
-        changed.push("[[vrrp_script]]".to_string());
     }
     changed
 }

@@ -45,61 +45,81 @@ impl Running {
 pub fn start_all(instances: &[Vrrp], resume: &[String]) -> anyhow::Result<Vec<Running>> {
     let mut running = Vec::with_capacity(instances.len());
     for v in instances {
-        let (handle, vmac) =
-            start(v, resume.contains(&v.name)).with_context(|| format!("vrrp `{}`", v.name))?;
-        tracing::info!(
-            vrrp = %v.name,
-            interface = %v.interface,
-            vrid = v.vrid,
-            priority = v.priority,
-            "VRRP instance started"
-        );
-        running.push(Running {
-            name: v.name.clone(),
-            cfg: v.clone(),
-            handle,
-            vmac,
-            tracked: crate::vrrp_track::initial_state(v),
-            events: crate::vrrp_notify::new_events(),
-        });
+        running.push(start_one(v, resume.contains(&v.name), None)?);
     }
     Ok(running)
 }
 
-/// The event recorder and notify runner of every instance, to be spawned on the control
-/// plane; each ends once its instance has stopped and its queued commands have run.
-pub fn notifiers(
-    running: &[Running],
-    bus: &tandem_admin::Events,
-) -> Vec<crate::vrrp_notify::Notifier> {
-    running
-        .iter()
-        .filter_map(|r| {
-            Some(crate::vrrp_notify::Notifier {
-                instance: r.name.clone(),
-                notify: r.cfg.notify.clone(),
-                events: std::sync::Arc::clone(&r.events),
-                transitions: r.handle.take_transitions()?,
-                bus: bus.clone(),
-            })
-        })
-        .collect()
+/// Start one instance (as master at once with `resume_master`), keeping `events` (the
+/// admin API's recent state changes) when it replaces an earlier run of the same instance.
+pub fn start_one(
+    v: &Vrrp,
+    resume_master: bool,
+    events: Option<crate::vrrp_notify::SharedEvents>,
+) -> anyhow::Result<Running> {
+    let (handle, vmac) = start(v, resume_master).with_context(|| format!("vrrp `{}`", v.name))?;
+    tracing::info!(
+        vrrp = %v.name,
+        interface = %v.interface,
+        vrid = v.vrid,
+        priority = v.priority,
+        resume_master,
+        "VRRP instance started"
+    );
+    Ok(Running {
+        name: v.name.clone(),
+        cfg: v.clone(),
+        handle,
+        vmac,
+        tracked: crate::vrrp_track::initial_state(v),
+        events: events.unwrap_or_else(crate::vrrp_notify::new_events),
+    })
+}
+
+/// What would make [`start_one`] fail for reasons of the machine rather than the file (the
+/// interface is missing or has no address to advertise from), checked before a reload
+/// stops anything.
+pub fn preflight(v: &Vrrp) -> anyhow::Result<()> {
+    let index = netlink::link_index(&v.interface)
+        .with_context(|| format!("vrrp `{}`: interface `{}`", v.name, v.interface))?;
+    let family_v6 = v.virtual_ips.first().is_some_and(|ip| ip.address.is_ipv6());
+    primary_address(index, family_v6, v).with_context(|| format!("vrrp `{}`", v.name))?;
+    Ok(())
+}
+
+/// The event recorder and notify runner of an instance, to be spawned on the control plane;
+/// it ends once its instance has stopped and its queued commands have run. `None` if it was
+/// taken already.
+pub fn notifier(r: &Running, bus: &tandem_admin::Events) -> Option<crate::vrrp_notify::Notifier> {
+    Some(crate::vrrp_notify::Notifier {
+        instance: r.name.clone(),
+        notify: r.cfg.notify.clone(),
+        events: std::sync::Arc::clone(&r.events),
+        transitions: r.handle.take_transitions()?,
+        bus: bus.clone(),
+    })
 }
 
 /// Stop gracefully: a master sends priority 0 and removes its VIPs.
 pub fn stop_all(running: Vec<Running>) {
     for r in running {
-        match r.handle.shutdown() {
-            Ok(()) => tracing::info!(vrrp = %r.name, "VRRP instance stopped"),
-            Err(e) => {
-                tracing::warn!(vrrp = %r.name, error = %e, "VRRP instance ended with an error")
-            }
+        stop_one(r);
+    }
+}
+
+/// Stop one instance gracefully (priority-0 advert and release if master), then remove its
+/// virtual MAC interface.
+pub fn stop_one(r: Running) {
+    match r.handle.shutdown() {
+        Ok(()) => tracing::info!(vrrp = %r.name, "VRRP instance stopped"),
+        Err(e) => {
+            tracing::warn!(vrrp = %r.name, error = %e, "VRRP instance ended with an error")
         }
-        // After the priority-0 advert and the release: the virtual MAC leaves with the node.
-        if let Some(name) = r.vmac {
-            if let Err(e) = vmac::remove(&name) {
-                tracing::warn!(vrrp = %r.name, vmac = %name, error = %e, "removing the virtual MAC interface failed");
-            }
+    }
+    // After the priority-0 advert and the release: the virtual MAC leaves with the node.
+    if let Some(name) = r.vmac {
+        if let Err(e) = vmac::remove(&name) {
+            tracing::warn!(vrrp = %r.name, vmac = %name, error = %e, "removing the virtual MAC interface failed");
         }
     }
 }
@@ -110,15 +130,51 @@ pub fn stop_all(running: Vec<Running>) {
 pub fn hand_over(running: Vec<Running>) -> Vec<String> {
     let mut masters = Vec::new();
     for r in running {
-        if r.handle.status().state == tandem_vrrp::fsm::State::Master {
-            masters.push(r.name.clone());
+        let name = r.name.clone();
+        tracing::info!(vrrp = %name, "VRRP instance handed over to the new process");
+        if kill_one(r) {
+            masters.push(name);
         }
-        if let Err(e) = r.handle.kill() {
-            tracing::warn!(vrrp = %r.name, error = %e, "VRRP instance ended with an error");
-        }
-        tracing::info!(vrrp = %r.name, "VRRP instance handed over to the new process");
     }
     masters
+}
+
+/// Stop one instance as a crash would (no advert, addresses and virtual MAC left in place)
+/// so that its successor can resume; returns whether it was master.
+pub fn kill_one(r: Running) -> bool {
+    let master = r.handle.status().state == tandem_vrrp::fsm::State::Master;
+    if let Err(e) = r.handle.kill() {
+        tracing::warn!(vrrp = %r.name, error = %e, "VRRP instance ended with an error");
+    }
+    master
+}
+
+/// Remove `gone` (addresses an instance held and its new settings no longer list) from the
+/// interface that carried them: a killed instance leaves its addresses in place for its
+/// successor, which only manages the ones it is told about.
+pub fn remove_addresses(v: &Vrrp, gone: &[tandem_config::VirtualIp]) {
+    let device = if v.use_vmac {
+        vmac_name(v)
+    } else {
+        v.interface.clone()
+    };
+    let Ok(index) = netlink::link_index(&device) else {
+        return;
+    };
+    let present = netlink::addresses(index).unwrap_or_default();
+    for ip in gone {
+        if !present.iter().any(|(a, _)| *a == ip.address) {
+            continue;
+        }
+        match netlink::del_address(index, ip.address, ip.prefix_len) {
+            Ok(()) => {
+                tracing::info!(vrrp = %v.name, address = %ip.address, %device, "virtual IP no longer configured: removed")
+            }
+            Err(e) => {
+                tracing::warn!(vrrp = %v.name, address = %ip.address, %device, error = %e, "removing a virtual IP no longer configured failed")
+            }
+        }
+    }
 }
 
 /// The vmac interface name of an instance with `use_vmac`.

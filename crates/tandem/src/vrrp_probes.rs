@@ -82,7 +82,7 @@ pub struct ScriptCheck {
 }
 
 impl ScriptCheck {
-    fn new(script: &VrrpScript) -> Self {
+    pub fn new(script: &VrrpScript) -> Self {
         Self {
             judge: Judge::new(script.rise, script.fall),
             script: script.clone(),
@@ -94,6 +94,10 @@ impl ScriptCheck {
 
     pub fn name(&self) -> &str {
         &self.script.name
+    }
+
+    pub fn config(&self) -> &VrrpScript {
+        &self.script
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -136,7 +140,7 @@ impl ScriptCheck {
         }
     }
 
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.script.interval) => {}
@@ -160,7 +164,7 @@ pub struct QuorumCheck {
 }
 
 impl QuorumCheck {
-    fn new(instance: &str, quorum: &Quorum) -> Self {
+    pub fn new(instance: &str, quorum: &Quorum) -> Self {
         Self {
             instance: instance.to_string(),
             judges: quorum
@@ -177,6 +181,10 @@ impl QuorumCheck {
 
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    pub fn config(&self) -> &Quorum {
+        &self.quorum
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -226,7 +234,7 @@ impl QuorumCheck {
         ))
     }
 
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.quorum.interval) => {}
@@ -288,23 +296,18 @@ impl Probes {
             .iter()
             .filter_map(|v| v.quorum.as_ref().map(|q| QuorumCheck::new(&v.name, q)))
             .collect();
-        let rounds = scripts
-            .iter_mut()
-            .map(|s| Box::pin(s.round()) as Round<'_>)
-            .chain(quorums.iter_mut().map(|q| Box::pin(q.round()) as Round<'_>));
-        join_all(rounds).await;
+        first_rounds(&mut scripts, &mut quorums).await;
         Self { scripts, quorums }
     }
+}
 
-    /// Keep checking until `stop`.
-    pub fn spawn(self, stop: &watch::Receiver<bool>) {
-        for s in self.scripts {
-            tokio::spawn(s.run(stop.clone()));
-        }
-        for q in self.quorums {
-            tokio::spawn(q.run(stop.clone()));
-        }
-    }
+/// The first round of each check, all concurrently (see the module docs: it decides at once).
+pub async fn first_rounds(scripts: &mut [ScriptCheck], quorums: &mut [QuorumCheck]) {
+    let rounds = scripts
+        .iter_mut()
+        .map(|s| Box::pin(s.round()) as Round<'_>)
+        .chain(quorums.iter_mut().map(|q| Box::pin(q.round()) as Round<'_>));
+    join_all(rounds).await;
 }
 
 type Round<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;

@@ -40,7 +40,7 @@ use tandem_vrrp_linux::runner::Command;
 use tokio::sync::{mpsc, watch};
 
 use crate::vrrp::Running;
-use crate::vrrp_probes::{Probes, Verdict};
+use crate::vrrp_probes::Verdict;
 
 /// How often every tracked object is checked; bounds the reaction time.
 const TICK: Duration = Duration::from_millis(100);
@@ -128,6 +128,8 @@ struct Instance {
     /// What was last sent (or the starting values the instance already has).
     priority: u8,
     fault: bool,
+    /// Whether a tick has decided yet: the first one always does, objects changed or not.
+    decided: bool,
     shared: SharedTrack,
 }
 
@@ -152,60 +154,58 @@ enum Probe {
 }
 
 impl Tracking {
-    /// The tracking of every running instance, with the verdicts of `probes`' checks.
-    pub fn new(running: &[Running], topology: &SharedTopology, probes: &Probes) -> Self {
-        let instances = running
-            .iter()
-            .map(|r| {
-                let objects: Vec<Object> = tracked_objects(&r.cfg)
-                    .into_iter()
-                    .map(|(kind, t)| {
-                        let probe = match kind {
-                            POOL => Probe::Pool(Arc::clone(topology)),
-                            SCRIPT => Probe::Checked(
-                                probes
-                                    .scripts
-                                    .iter()
-                                    .find(|s| s.name() == t.name)
-                                    .map(|s| s.verdict()),
-                            ),
-                            QUORUM => Probe::Checked(
-                                probes
-                                    .quorums
-                                    .iter()
-                                    .find(|q| q.instance() == r.name)
-                                    .map(|q| q.verdict()),
-                            ),
-                            _ => Probe::Interface(None),
-                        };
-                        Object {
-                            kind,
-                            name: t.name,
-                            weight: t.weight,
-                            probe,
-                            ok: true,
-                            reason: None,
-                        }
-                    })
-                    .collect();
-                if r.cfg.priority == 255 && objects.iter().any(|o| o.weight.is_some()) {
-                    tracing::warn!(
-                        vrrp = %r.name,
-                        "priority 255 (address owner): tracking weights never change it; only tracked objects without weight (FAULT) affect this instance"
-                    );
-                }
-                Instance {
-                    name: r.name.clone(),
-                    configured: r.cfg.priority,
-                    commands: r.handle.commands(),
-                    objects,
-                    priority: r.cfg.priority,
-                    fault: false,
-                    shared: Arc::clone(&r.tracked),
+    /// The tracking of one running instance: `script` finds a `[[vrrp_script]]`'s verdict
+    /// by name, `quorum` is the instance's quorum verdict.
+    ///
+    /// It starts from what the instance has now (its priority and the FAULT state last
+    /// sent), and its first tick decides afresh and sends whatever differs: a reload that
+    /// replaces the tracking of a running instance (new weights, another script) leaves no
+    /// stale priority behind, and one that changes nothing sends nothing.
+    pub fn new(
+        r: &Running,
+        topology: &SharedTopology,
+        script: impl Fn(&str) -> Option<Verdict>,
+        quorum: Option<Verdict>,
+    ) -> Self {
+        let objects: Vec<Object> = tracked_objects(&r.cfg)
+            .into_iter()
+            .map(|(kind, t)| {
+                let probe = match kind {
+                    POOL => Probe::Pool(Arc::clone(topology)),
+                    SCRIPT => Probe::Checked(script(&t.name)),
+                    QUORUM => Probe::Checked(quorum.clone()),
+                    _ => Probe::Interface(None),
+                };
+                Object {
+                    kind,
+                    name: t.name,
+                    weight: t.weight,
+                    probe,
+                    ok: true,
+                    reason: None,
                 }
             })
             .collect();
-        Self { instances }
+        if r.cfg.priority == 255 && objects.iter().any(|o| o.weight.is_some()) {
+            tracing::warn!(
+                vrrp = %r.name,
+                "priority 255 (address owner): tracking weights never change it; only tracked objects without weight (FAULT) affect this instance"
+            );
+        }
+        let fault = r.tracked.lock().unwrap_or_else(|e| e.into_inner()).fault;
+        let instance = Instance {
+            name: r.name.clone(),
+            configured: r.cfg.priority,
+            commands: r.handle.commands(),
+            objects,
+            priority: r.handle.status().priority,
+            fault,
+            decided: false,
+            shared: Arc::clone(&r.tracked),
+        };
+        Self {
+            instances: vec![instance],
+        }
     }
 
     /// Check every object each [`TICK`] until `stop`; the first check runs at once, before
@@ -262,9 +262,10 @@ impl Instance {
             o.ok = ok;
             o.reason = reason;
         }
-        if !changed {
+        if !changed && self.decided {
             return;
         }
+        self.decided = true;
 
         let failed = |weighted: bool| {
             self.objects

@@ -860,3 +860,174 @@ async fn reload_and_upgrade_on_the_master_cause_no_failover() {
     })
     .await;
 }
+
+/// Whether `addr/27` is on node `i`'s eth0.
+fn has_addr(lab: &Lab, i: usize, addr: std::net::Ipv4Addr) -> bool {
+    common::netns::ip_output(&[
+        "-n",
+        lab.netns(i),
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+    ])
+    .contains(&format!(" {addr}/27 "))
+}
+
+/// SIGHUP to node `p`, then the fields of the reload event it logs (the lab's admin API is
+/// off loopback, hence read-only: `POST /api/v1/reload` is refused there).
+async fn reload_by_signal(
+    lab: &Lab,
+    p: common::netns::Proc,
+    admin: std::net::SocketAddr,
+) -> serde_json::Value {
+    let reloads = || async {
+        let out = curl(&["-s", "-m", "1", &format!("http://{admin}/api/v1/events")]).await;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let events = v["events"].as_array()?.clone();
+        Some(
+            events
+                .into_iter()
+                .filter(|e| e["kind"] == "reload")
+                .collect::<Vec<_>>(),
+        )
+    };
+    let before = eventually("the event log", Duration::from_secs(2), reloads)
+        .await
+        .len();
+    lab.signal(p, libc::SIGHUP);
+    let mut after = eventually("a reload event", Duration::from_secs(10), || async {
+        reloads().await.filter(|r| r.len() > before)
+    })
+    .await;
+    let last = after.pop().expect("one reload event");
+    assert_eq!(last["message"], "configuration reloaded", "{last}");
+    last["fields"].clone()
+}
+
+/// Watch for `for_ms` (5 ms steps) that the VIP stays on node 0 and never shows on node 1;
+/// returns how many looks saw otherwise.
+async fn vip_moves(lab: &Lab, for_ms: u64) -> u32 {
+    let mut moved = 0;
+    for _ in 0..for_ms / 5 {
+        if !has_vip(lab, 0) || has_vip(lab, 1) {
+            moved += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    moved
+}
+
+/// Reloading `[[vrrp]]` on the master applies the new settings instance by instance without
+/// a failover: a priority change that keeps it highest and an added VIP (the instance
+/// restarts as master; the new VIP appears), then a tracking-only change (the instance runs
+/// on), then the added VIP removed again. Only a priority below the peer's moves the VIP,
+/// because the election says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vrrp_reload_applies_new_settings_without_a_failover() {
+    let lab = Lab::new(2);
+    let dir = TempDir::new("vrrp-reload");
+    let a0 = lab.host_addr(0, 9900);
+    let a1 = lab.host_addr(1, 9900);
+    let n0 = start(&lab, &dir, 0, 150, true);
+    let n1 = start(&lab, &dir, 1, 100, true);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
+        .await;
+    eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    until("VIP on node 0", Duration::from_secs(2), || has_vip(&lab, 0)).await;
+    let std::net::IpAddr::V4(gw) = lab.gateway() else {
+        panic!("IPv4 lab expected")
+    };
+    let second = std::net::Ipv4Addr::from(u32::from(gw) + 20);
+    let base = node_config(&lab, 0, 150, true);
+    let one_vip = format!("virtual_ips = [\"{}/27\"]", vip(&lab));
+    let two_vips = format!("virtual_ips = [\"{}/27\", \"{second}/27\"]", vip(&lab));
+    assert!(base.contains(&one_vip), "{base}");
+
+    // 1. Priority 150 -> 140 (still above the peer's 100) and a second VIP: restarted.
+    let step1 = base
+        .replace("priority = 150", "priority = 140")
+        .replace(&one_vip, &two_vips);
+    std::fs::write(&n0.config, &step1).expect("write config");
+    let report = reload_by_signal(&lab, n0.proc, a0).await;
+    assert_eq!(report["vrrp_restarted"], "web", "{report}");
+    let moved = vip_moves(&lab, 600).await;
+    assert_eq!(
+        moved, 0,
+        "the VIP moved on a reload that keeps node 0 highest"
+    );
+    assert!(
+        has_addr(&lab, 0, second),
+        "the added VIP is not on the master"
+    );
+    let i0 = instance(a0).await.expect("node 0 instance");
+    assert_eq!(i0["state"], "master", "{i0}\n{}", lab.log(n0.proc));
+    assert_eq!(i0["configured_priority"], 140, "{i0}");
+    assert_eq!(i0["priority"], 140, "{i0}");
+
+    // 2. Only tracking changes (the own interface, now with a weight): retracked.
+    let step2 = step1.replace(
+        "garp_master_delay = \"0s\"",
+        "garp_master_delay = \"0s\"\ntrack_interfaces = [{ name = \"eth0\", weight = -10 }]",
+    );
+    std::fs::write(&n0.config, &step2).expect("write config");
+    let report = reload_by_signal(&lab, n0.proc, a0).await;
+    assert_eq!(report["vrrp_retracked"], "web", "{report}");
+    assert_eq!(report["vrrp_restarted"], "", "{report}");
+    assert_eq!(
+        vip_moves(&lab, 400).await,
+        0,
+        "the VIP moved on a tracking change"
+    );
+    let i0 = instance(a0).await.expect("node 0 instance");
+    assert_eq!(i0["state"], "master", "{i0}");
+    assert_eq!(i0["tracked"][0]["weight"], -10, "{i0}");
+
+    // 3. The second VIP goes again: removed from the interface, the first stays.
+    let step3 = step2.replace(&two_vips, &one_vip);
+    std::fs::write(&n0.config, &step3).expect("write config");
+    lab.signal(n0.proc, libc::SIGHUP);
+    until("the dropped VIP removed", Duration::from_secs(5), || {
+        !has_addr(&lab, 0, second)
+    })
+    .await;
+    assert_eq!(
+        vip_moves(&lab, 400).await,
+        0,
+        "the VIP moved when another was dropped"
+    );
+    let i1 = instance(a1).await.expect("node 1 instance");
+    assert_eq!(i1["state"], "backup", "{i1}");
+    assert_eq!(
+        i1["became_master"], 0,
+        "the backup took over at some point: {i1}"
+    );
+
+    // 4. A priority below the peer's: the peer preempts, by the election's rules.
+    std::fs::write(&n0.config, step3.replace("priority = 140", "priority = 90"))
+        .expect("write config");
+    let report = reload_by_signal(&lab, n0.proc, a0).await;
+    assert_eq!(report["vrrp_restarted"], "web", "{report}");
+    until("the VIP on node 1", Duration::from_secs(5), || {
+        has_vip(&lab, 1) && !has_vip(&lab, 0)
+    })
+    .await;
+    eventually("node 0 backup", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("backup")).then_some(())
+    })
+    .await;
+    assert_eq!(state(a1).await.as_deref(), Some("master"));
+    lab.signal(n0.proc, libc::SIGTERM);
+    lab.signal(n1.proc, libc::SIGTERM);
+    until("both exit", Duration::from_secs(10), || {
+        !lab.running(n0.proc) && !lab.running(n1.proc)
+    })
+    .await;
+}
