@@ -99,8 +99,11 @@ impl AdminState {
 /// Counters updated by the data plane with relaxed atomics; read by the admin API.
 #[derive(Debug, Default)]
 pub struct BackendStats {
-    /// In flight: open connections (tcp) or requests (http).
-    pub active: AtomicU32,
+    /// In flight: open connections (tcp) or requests (http). Shared with the same backend
+    /// in the pool a reload replaced (and the one that replaces this), so work still in
+    /// flight there counts for least-connections and `max_connections` here, and is
+    /// released from the same counter when it ends.
+    pub active: Arc<AtomicU32>,
     /// Served: connections (tcp) or requests (http) that were sent to this backend.
     pub total: AtomicU64,
     /// Connect failures, resets and invalid responses.
@@ -118,8 +121,8 @@ pub struct BackendStats {
 }
 
 impl BackendStats {
-    /// The totals of the same backend in the pool a reload replaced (`active` is not copied:
-    /// those requests finish, and are released, on the old pool).
+    /// The totals of the same backend in the pool a reload replaced (`active` is shared
+    /// instead, from construction).
     pub(crate) fn inherit(&self, old: &BackendStats) {
         let copy = |to: &AtomicU64, from: &AtomicU64| {
             to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -181,13 +184,26 @@ pub struct BackendRuntime {
 
 impl BackendRuntime {
     pub(crate) fn new(id: usize, cfg: &tandem_config::Backend) -> Self {
+        Self::sharing_active(id, cfg, None)
+    }
+
+    /// [`Self::new`], counting in-flight work on `active` (the counter of the same backend in
+    /// the pool a reload replaces) when given.
+    pub(crate) fn sharing_active(
+        id: usize,
+        cfg: &tandem_config::Backend,
+        active: Option<Arc<AtomicU32>>,
+    ) -> Self {
         BackendRuntime {
             id,
             address: cfg.address,
             backup: cfg.backup,
             max_connections: cfg.max_connections,
             configured_weight: cfg.weight,
-            stats: BackendStats::default(),
+            stats: BackendStats {
+                active: active.unwrap_or_default(),
+                ..BackendStats::default()
+            },
             weight: AtomicU32::new(cfg.weight),
             scheduled_weight: AtomicU32::new(cfg.weight),
             health: AtomicU8::new(Health::Unknown.to_u8()),

@@ -137,11 +137,28 @@ impl LoadView for Load<'_> {
 
 impl PoolRuntime {
     pub fn new(cfg: &PoolConfig) -> Self {
+        Self::build(cfg, None)
+    }
+
+    /// The pool `cfg` replacing `old` on a reload: each backend it keeps (same address)
+    /// shares its in-flight counter with the old one and inherits its state ([`Self::inherit`]).
+    pub fn succeeding(cfg: &PoolConfig, old: &PoolRuntime, now: Instant) -> Self {
+        let new = Self::build(cfg, Some(old));
+        new.inherit(old, now);
+        new
+    }
+
+    fn build(cfg: &PoolConfig, old: Option<&PoolRuntime>) -> Self {
         let backends: Vec<_> = cfg
             .backends
             .iter()
             .enumerate()
-            .map(|(id, b)| Arc::new(BackendRuntime::new(id, b)))
+            .map(|(id, b)| {
+                let active = old
+                    .and_then(|o| o.find(b.address))
+                    .map(|o| Arc::clone(&o.stats.active));
+                Arc::new(BackendRuntime::sharing_active(id, b, active))
+            })
             .collect();
         let seed = cfg.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -442,9 +459,9 @@ impl PoolRuntime {
     /// knew of every backend that is still here (same address), so a weight change or a new
     /// backend does not send the others back to "unknown" or forget an operator's drain.
     /// Health and its detail, the operator state, an ejection, the weight in force (unless the
-    /// file changed that backend's weight) and the totals carry over; connections still open
-    /// on the old pool are not counted in the new one's `active`.
-    pub fn inherit(&self, old: &PoolRuntime, now: Instant) {
+    /// file changed that backend's weight) and the totals carry over (the in-flight counter
+    /// is shared instead, see [`Self::succeeding`]).
+    fn inherit(&self, old: &PoolRuntime, now: Instant) {
         let _serial = lock(&self.rebuild);
         for b in &self.backends {
             let Some(o) = old.find(b.address) else {

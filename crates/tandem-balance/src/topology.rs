@@ -108,11 +108,7 @@ impl Topology {
             .iter()
             .map(|p| match old.pool(&p.name) {
                 Some(o) if o.config == *p => Arc::clone(o),
-                Some(o) => {
-                    let new = PoolRuntime::new(p);
-                    new.inherit(o, now);
-                    Arc::new(new)
-                }
+                Some(o) => Arc::new(PoolRuntime::succeeding(p, o, now)),
                 None => Arc::new(PoolRuntime::new(p)),
             })
             .collect();
@@ -129,12 +125,17 @@ impl Topology {
                     }
                 }
                 let secret = token_secret(p, cfg, &generated);
-                Some(Arc::new(ServicePersistence::new(
-                    &s.name,
-                    p,
-                    Arc::clone(pool),
-                    &secret,
-                )))
+                let new = ServicePersistence::new(&s.name, p, Arc::clone(pool), &secret);
+                // Same settings, rebuilt pool: clients keep their backend. (Entries name
+                // backends by address; one no longer in the pool is rebalanced on lookup.)
+                if let Some(o) = old.persistence(&s.name).filter(|o| o.cfg == *p) {
+                    if let (Some(from), Some(to)) = (&o.sticky, &new.sticky) {
+                        for change in from.snapshot(now) {
+                            to.apply(&change, now);
+                        }
+                    }
+                }
+                Some(Arc::new(new))
             })
             .collect();
         Topology {
@@ -231,5 +232,58 @@ persistence = {{ kind = "cookie" }}
         assert!(!p.backends[2].in_rotation());
         assert!(Arc::ptr_eq(&new.services[0].1, &old.services[0].1));
         assert_eq!(new.services[0].1.connections.load(Ordering::Relaxed), 7);
+    }
+
+    /// Work in flight on the old pool counts in the new one (least-connections and
+    /// `max_connections` see it) and is released from the same counter when it ends.
+    #[test]
+    fn a_rebuilt_pool_shares_in_flight_counts_with_the_old_one() {
+        let now = Instant::now();
+        let old = Topology::new(&cfg(r#"{ address = "127.0.0.1:8001" }"#));
+        let b = r#"{ address = "127.0.0.1:8001" }, { address = "127.0.0.1:8002" }"#;
+        let guard = old.pools[0].backends[0].try_acquire();
+        assert!(guard.is_some());
+        let new = Topology::reloaded(&cfg(b), &old, now);
+        assert!(!Arc::ptr_eq(&new.pools[0], &old.pools[0]));
+        let active =
+            |t: &Topology, i: usize| t.pools[0].backends[i].stats.active.load(Ordering::Relaxed);
+        assert_eq!(active(&new, 0), 1, "the old pool's request counts here");
+        assert_eq!(active(&new, 1), 0);
+        drop(guard);
+        assert_eq!(active(&new, 0), 0, "released on the shared counter");
+        assert_eq!(active(&old, 0), 0);
+    }
+
+    /// `source_ip` entries survive a rebuild of the pool when the persistence settings are
+    /// the same.
+    #[test]
+    fn source_ip_entries_survive_a_rebuilt_pool() {
+        let now = Instant::now();
+        let with = |backends: &str| {
+            let src = format!(
+                "[[pool]]\nname = \"app\"\nbackends = [{backends}]\n[[service]]\nname = \"www\"\n\
+                 listen = \"127.0.0.1:8080\"\npool = \"app\"\n\
+                 persistence = {{ kind = \"source_ip\", timeout = \"10m\" }}\n"
+            );
+            match tandem_config::parse_str(&src, "t.toml") {
+                Ok(c) => c,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let old = Topology::new(&with(
+            r#"{ address = "127.0.0.1:8001" }, { address = "127.0.0.1:8002" }"#,
+        ));
+        let client: std::net::IpAddr = [198, 51, 100, 7].into();
+        let backend: std::net::SocketAddr = ([127, 0, 0, 1], 8002).into();
+        let table = old.persistence[0].sticky.as_ref().expect("source_ip table");
+        table.bind(client, backend, now);
+        let new = Topology::reloaded(
+            &with(r#"{ address = "127.0.0.1:8002" }, { address = "127.0.0.1:8003" }"#),
+            &old,
+            now,
+        );
+        assert!(!Arc::ptr_eq(&new.persistence[0], &old.persistence[0]));
+        let table = new.persistence[0].sticky.as_ref().expect("source_ip table");
+        assert_eq!(table.lookup(client, now).0, Some(backend));
     }
 }
