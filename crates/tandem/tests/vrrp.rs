@@ -19,18 +19,15 @@ async fn two_nodes_elect_fail_over_clean_up_and_hand_over() {
     let dir = TempDir::new("vrrp-pair");
     let a0 = lab.host_addr(0, 9900);
     let a1 = lab.host_addr(1, 9900);
-    let n0 = start(&lab, &dir, 0, 150, true);
-    let n1 = start(&lab, &dir, 1, 100, true);
-    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
-        .await;
-    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
-        .await;
+    let (n0, n1) = pair(
+        &lab,
+        &dir,
+        &node_config(&lab, 0, 150, true),
+        &node_config(&lab, 1, 100, true),
+    )
+    .await;
 
     // Election: the higher priority holds the VIP, the other is backup without it.
-    eventually("node 0 master", Duration::from_secs(5), || async {
-        (state(a0).await.as_deref() == Some("master")).then_some(())
-    })
-    .await;
     assert_eq!(state(a1).await.as_deref(), Some("backup"));
     until("VIP on node 0", Duration::from_secs(2), || has_vip(&lab, 0)).await;
     assert!(!has_vip(&lab, 1), "the backup must not hold the VIP");
@@ -145,16 +142,7 @@ async fn track_interface_fault_and_recovery() {
         r#"track_interfaces = ["trk0"]"#,
         r#"{ kind = "none" }"#,
     );
-    let n0 = start_with(&lab, &dir, 0, &c0);
-    let n1 = start(&lab, &dir, 1, 100, true);
-    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
-        .await;
-    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
-        .await;
-    eventually("node 0 master", Duration::from_secs(5), || async {
-        (state(a0).await.as_deref() == Some("master")).then_some(())
-    })
-    .await;
+    let (n0, n1) = pair(&lab, &dir, &c0, &node_config(&lab, 1, 100, true)).await;
     until("VIP on node 0 only", Duration::from_secs(2), || {
         has_vip(&lab, 0) && !has_vip(&lab, 1)
     })
@@ -427,16 +415,7 @@ interval = "100ms"
         &script("chk1", &flag1, ""),
         r#"{ kind = "none" }"#,
     );
-    let n0 = start_with(&lab, &dir, 0, &c0);
-    let n1 = start_with(&lab, &dir, 1, &c1);
-    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
-        .await;
-    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
-        .await;
-    eventually("node 0 master", Duration::from_secs(5), || async {
-        (state(a0).await.as_deref() == Some("master")).then_some(())
-    })
-    .await;
+    let (n0, n1) = pair(&lab, &dir, &c0, &c1).await;
     until("VIP on node 0", Duration::from_secs(2), || has_vip(&lab, 0)).await;
 
     std::fs::write(&flag0, "").expect("flag0");
@@ -500,16 +479,7 @@ async fn quorum_loss_releases_the_vip() {
     );
     let c0 = node_config_with(&lab, 0, 150, true, &quorum, r#"{ kind = "none" }"#);
     let c1 = node_config_with(&lab, 1, 100, true, &quorum, r#"{ kind = "none" }"#);
-    let n0 = start_with(&lab, &dir, 0, &c0);
-    let n1 = start_with(&lab, &dir, 1, &c1);
-    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
-        .await;
-    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
-        .await;
-    eventually("node 0 master", Duration::from_secs(5), || async {
-        (state(a0).await.as_deref() == Some("master")).then_some(())
-    })
-    .await;
+    let (n0, n1) = pair(&lab, &dir, &c0, &c1).await;
     let v = instance(a0).await.expect("node 0 API");
     let quorum_view = v["tracked"]
         .as_array()
@@ -565,8 +535,6 @@ async fn use_vmac_keeps_the_vips_mac_across_failover() {
     const VMAC: &str = "00:00:5e:00:01:33";
     let lab = Lab::new(2);
     let dir = TempDir::new("vrrp-vmac");
-    let a0 = lab.host_addr(0, 9900);
-    let a1 = lab.host_addr(1, 9900);
     let c0 = node_config_with(
         &lab,
         0,
@@ -583,16 +551,7 @@ async fn use_vmac_keeps_the_vips_mac_across_failover() {
         "use_vmac = true",
         r#"{ kind = "none" }"#,
     );
-    let n0 = start_with(&lab, &dir, 0, &c0);
-    let n1 = start_with(&lab, &dir, 1, &c1);
-    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
-        .await;
-    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
-        .await;
-    eventually("node 0 master", Duration::from_secs(5), || async {
-        (state(a0).await.as_deref() == Some("master")).then_some(())
-    })
-    .await;
+    let (n0, n1) = pair(&lab, &dir, &c0, &c1).await;
     until("VIP on node 0's vmac", Duration::from_secs(2), || {
         has_vip_on(&lab, 0, "vrrp.51")
     })
@@ -931,15 +890,12 @@ async fn vrrp_reload_applies_new_settings_without_a_failover() {
     let dir = TempDir::new("vrrp-reload");
     let a0 = lab.host_addr(0, 9900);
     let a1 = lab.host_addr(1, 9900);
-    let n0 = start(&lab, &dir, 0, 150, true);
-    let n1 = start(&lab, &dir, 1, 100, true);
-    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
-        .await;
-    lab.wait_listening(n1.proc, a1, Duration::from_secs(10))
-        .await;
-    eventually("node 0 master", Duration::from_secs(5), || async {
-        (state(a0).await.as_deref() == Some("master")).then_some(())
-    })
+    let (n0, n1) = pair(
+        &lab,
+        &dir,
+        &node_config(&lab, 0, 150, true),
+        &node_config(&lab, 1, 100, true),
+    )
     .await;
     until("VIP on node 0", Duration::from_secs(2), || has_vip(&lab, 0)).await;
     let std::net::IpAddr::V4(gw) = lab.gateway() else {

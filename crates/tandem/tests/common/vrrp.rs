@@ -126,6 +126,22 @@ pub fn start_with(lab: &Lab, dir: &TempDir, i: usize, config: &str) -> Node {
     }
 }
 
+/// Nodes 0 and 1 started with `c0` and `c1`, both admin APIs answering, node 0 master.
+pub async fn pair(lab: &Lab, dir: &TempDir, c0: &str, c1: &str) -> (Node, Node) {
+    let n0 = start_with(lab, dir, 0, c0);
+    let n1 = start_with(lab, dir, 1, c1);
+    let a0 = lab.host_addr(0, 9900);
+    lab.wait_listening(n0.proc, a0, Duration::from_secs(10))
+        .await;
+    lab.wait_listening(n1.proc, lab.host_addr(1, 9900), Duration::from_secs(10))
+        .await;
+    super::eventually("node 0 master", Duration::from_secs(5), || async {
+        (state(a0).await.as_deref() == Some("master")).then_some(())
+    })
+    .await;
+    (n0, n1)
+}
+
 /// Wait until `f` holds, polling every 5 ms; returns how long it took.
 pub async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
