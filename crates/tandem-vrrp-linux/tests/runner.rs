@@ -11,13 +11,15 @@
 //! that cannot be built fails the test. The tests run one at a time (a global lock) so the
 //! timing measurements are not disturbed by each other on a small machine.
 
+mod common;
+use common::keepalived::{require_keepalived, Keepalived};
+
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::Command as Process;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -629,117 +631,21 @@ fn inject_bad_adverts() -> io::Result<()> {
 
 // ---- keepalived interop -------------------------------------------------------------------
 
-/// keepalived in a namespace, killed by PID (both its processes) on drop.
-struct Keepalived {
-    child: Child,
-    vrrp_pid_file: PathBuf,
-    dir: PathBuf,
-}
-
-impl Keepalived {
-    fn start(ns: &str, priority: u8) -> Keepalived {
-        let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("vr{pid}-keepalived-{ns}"));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("LAB: {e}"));
-        let conf = dir.join("keepalived.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  router_id vr{pid}\n  vrrp_version 3\n}}\n\
-                 vrrp_instance VI_{VRID} {{\n  state BACKUP\n  interface eth0\n  \
-                 virtual_router_id {VRID}\n  priority {priority}\n  advert_int 0.1\n  \
-                 virtual_ipaddress {{\n    {VIP4}/24\n  }}\n}}\n"
-            ),
-        )
-        .unwrap_or_else(|e| panic!("LAB: {e}"));
-        let log = File::create(dir.join("keepalived.log")).unwrap_or_else(|e| panic!("{e}"));
-        let log2 = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let vrrp_pid_file = dir.join("vrrp.pid");
-        let child = Process::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "keepalived",
-                "-n",
-                "-l",
-                "-D",
-                "-P",
-                "-f",
-            ])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.join("keepalived.pid"))
-            .arg("-r")
-            .arg(&vrrp_pid_file)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("LAB SETUP FAILED: cannot start keepalived: {e}"));
-        Keepalived {
-            child,
-            vrrp_pid_file,
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("keepalived.log")).unwrap_or_default()
-    }
-
-    fn vrrp_child_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(&self.vrrp_pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    }
-
-    /// SIGTERM (keepalived resigns with priority 0), bounded wait, then SIGKILL by PID.
-    fn stop(&mut self) {
-        let vrrp_child = self.vrrp_child_pid();
-        let pid = self.child.id() as i32;
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(child) = vrrp_child {
-            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
-            if comm.trim() == "keepalived" {
-                // SAFETY: the PID keepalived wrote, still a keepalived process.
-                unsafe { libc::kill(child, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// keepalived as the peer: starts as backup for `VRID` with `priority`.
+fn keepalived(ns: &str, priority: u8) -> Keepalived {
+    Keepalived::start(
+        ns,
+        "vr",
+        &format!(
+            "vrrp_instance VI_{VRID} {{\n  state BACKUP\n  interface eth0\n  \
+             virtual_router_id {VRID}\n  priority {priority}\n  advert_int 0.1\n  \
+             virtual_ipaddress {{\n    {VIP4}/24\n  }}\n}}\n"
+        ),
+    )
 }
 
 fn has_vip(ns: &str) -> bool {
     ip_output(&["-n", ns, "-o", "addr", "show", "dev", "eth0"]).contains(&format!("{VIP4}/"))
-}
-
-fn require_keepalived() {
-    let ok = Process::new("keepalived")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "LAB SETUP FAILED: keepalived not installed (apt-get install -y keepalived)"
-    );
 }
 
 #[test]
@@ -757,7 +663,7 @@ fn keepalived_backup_follows_tandem_master_and_takes_over() {
         )
     };
     let ha = spawn_in(&lab.a, cfg(), &ra);
-    let mut kd = Keepalived::start(&lab.b, 100);
+    let mut kd = keepalived(&lab.b, 100);
     wait_for(Duration::from_secs(3), "tandem master", || {
         state(&ha) == State::Master
     });
@@ -809,7 +715,7 @@ fn tandem_backup_follows_keepalived_master_and_takes_over() {
     let _serial = serial();
     require_keepalived();
     let lab = Lab::new("km");
-    let mut kd = Keepalived::start(&lab.b, 200);
+    let mut kd = keepalived(&lab.b, 200);
     wait_for(Duration::from_secs(5), "keepalived master", || {
         has_vip(&lab.b)
     });

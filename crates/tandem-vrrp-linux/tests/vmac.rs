@@ -17,13 +17,15 @@
 //! bounded, and a lab that cannot be built fails the test ("LAB SETUP FAILED"). The tests run
 //! one at a time (a global lock; nextest runs them alone anyway).
 
+mod common;
+use common::keepalived::{require_keepalived, Keepalived};
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -1003,118 +1005,17 @@ fn v4_unicast_failover_over_vmac_keeps_the_clients_neighbour_entry() {
 
 // ---- keepalived interop -------------------------------------------------------------------
 
-/// keepalived with `use_vmac` in a namespace, killed by PID (both its processes) on drop.
-struct Keepalived {
-    child: Child,
-    vrrp_pid_file: PathBuf,
-    dir: PathBuf,
-}
-
-impl Keepalived {
-    fn start(ns: &str, priority: u8) -> Keepalived {
-        let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("vm{pid}-keepalived-{ns}"));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
-        let conf = dir.join("keepalived.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  router_id vm{pid}\n  vrrp_version 3\n}}\n\
-                 vrrp_instance VI_{VRID} {{\n  state BACKUP\n  interface eth0\n  \
-                 use_vmac vrrp.{VRID}\n  \
-                 virtual_router_id {VRID}\n  priority {priority}\n  advert_int 0.1\n  \
-                 virtual_ipaddress {{\n    {VIP4}/24\n  }}\n}}\n"
-            ),
-        )
-        .unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
-        let log = File::create(dir.join("keepalived.log"))
-            .unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
-        let log2 = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("LAB SETUP FAILED: {e}"));
-        let vrrp_pid_file = dir.join("vrrp.pid");
-        let child = Process::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "keepalived",
-                "-n",
-                "-l",
-                "-D",
-                "-P",
-                "-f",
-            ])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.join("keepalived.pid"))
-            .arg("-r")
-            .arg(&vrrp_pid_file)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("LAB SETUP FAILED: cannot start keepalived: {e}"));
-        Keepalived {
-            child,
-            vrrp_pid_file,
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("keepalived.log")).unwrap_or_default()
-    }
-
-    fn vrrp_child_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(&self.vrrp_pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    }
-
-    /// SIGTERM (keepalived resigns with priority 0 and removes its vmac), bounded wait,
-    /// then SIGKILL by PID.
-    fn stop(&mut self) {
-        let vrrp_child = self.vrrp_child_pid();
-        let pid = self.child.id() as i32;
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(child) = vrrp_child {
-            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
-            if comm.trim() == "keepalived" {
-                // SAFETY: the PID keepalived wrote, still a keepalived process.
-                unsafe { libc::kill(child, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn require_keepalived() {
-    let ok = Process::new("keepalived")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "LAB SETUP FAILED: keepalived not installed (apt-get install -y keepalived)"
-    );
+/// keepalived as the peer: starts as backup for `VRID` with `priority`.
+fn keepalived(ns: &str, priority: u8) -> Keepalived {
+    Keepalived::start(
+        ns,
+        "vm",
+        &format!(
+            "vrrp_instance VI_{VRID} {{\n  state BACKUP\n  interface eth0\n  \
+             use_vmac vrrp.{VRID}\n  virtual_router_id {VRID}\n  priority {priority}\n  advert_int 0.1\n  \
+             virtual_ipaddress {{\n    {VIP4}/24\n  }}\n}}\n"
+        ),
+    )
 }
 
 /// keepalived's log lines that would mean it did not like what tandem sent.
@@ -1157,7 +1058,7 @@ fn keepalived_with_use_vmac_interoperates() {
         std::fs::write("/proc/sys/net/ipv4/conf/eth0/arp_announce", "2")
     })
     .unwrap_or_else(|e| panic!("LAB SETUP FAILED: arp_announce: {e}"));
-    let mut kd = Keepalived::start(&lab.b, 100);
+    let mut kd = keepalived(&lab.b, 100);
     wait_for(Duration::from_secs(5), "keepalived's vmac", || {
         link_exists(&lab.b, "vrrp.51")
     });
