@@ -13,169 +13,20 @@
 
 mod common;
 use common::keepalived::{require_keepalived, Keepalived};
+use common::lab::*;
 
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::MetadataExt;
-use std::process::Command as Process;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tandem_vrrp::fsm::{master_down_interval, skew_time, InstanceConfig, State};
 use tandem_vrrp::packet::{self, ChecksumMode, Discard};
-use tandem_vrrp::{Advert, Centis, Version};
+use tandem_vrrp::{Advert, Version};
 use tandem_vrrp_linux::runner::{self, RunnerConfig, RunnerHandle};
 use tandem_vrrp_linux::Vips;
-
-const INTERVAL: Centis = Centis(10); // 100 ms adverts
-const VRID: u8 = 51;
-const A4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const B4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-const C4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
-const VIP4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
-const A6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
-const B6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-// ---- lab ----------------------------------------------------------------------------------
-
-fn ip(args: &[&str]) {
-    let out = Process::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "LAB SETUP FAILED: ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn ip_output(args: &[&str]) -> String {
-    let out = Process::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
-    assert!(out.status.success(), "ip {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Three namespaces joined by a bridge in the third; deleted by exact name on drop.
-struct Lab {
-    a: String,
-    b: String,
-    c: String,
-    created: Vec<String>,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Lab {
-        let pid = std::process::id();
-        let name = |x: &str| format!("vr{pid}{tag}{x}");
-        let mut lab = Lab {
-            a: name("a"),
-            b: name("b"),
-            c: name("c"),
-            created: Vec::new(),
-        };
-        for ns in [lab.a.clone(), lab.b.clone(), lab.c.clone()] {
-            ip(&["netns", "add", &ns]);
-            lab.created.push(ns);
-        }
-        let (a, b, c) = (lab.a.clone(), lab.b.clone(), lab.c.clone());
-        // No MLD/IGMP snooping: every VRRP group is flooded, as on a plain switch.
-        ip(&[
-            "-n",
-            &c,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        for (ns, port, v4, v6) in [(&a, "pa", A4, A6), (&b, "pb", B4, B6)] {
-            ip(&[
-                "-n", &c, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ]);
-            ip(&["-n", &c, "link", "set", port, "master", "br0"]);
-            ip(&["-n", &c, "link", "set", port, "up"]);
-            // Our own link-local, without DAD, so it is usable at once.
-            ip(&["-n", ns, "link", "set", "eth0", "addrgenmode", "none"]);
-            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", "eth0", "up"]);
-        }
-        ip(&["-n", &c, "link", "set", "br0", "addrgenmode", "none"]);
-        ip(&["-n", &c, "addr", "add", &format!("{C4}/24"), "dev", "br0"]);
-        ip(&["-n", &c, "addr", "add", "fe80::3/64", "dev", "br0", "nodad"]);
-        ip(&["-n", &c, "link", "set", "br0", "up"]);
-        lab
-    }
-
-    fn ifindex(&self, ns: &str, ifname: &str) -> u32 {
-        let out = ip_output(&["-n", ns, "-o", "link", "show", "dev", ifname]);
-        out.split(':')
-            .next()
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("LAB SETUP FAILED: no ifindex for {ifname} in {ns}"))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.created.drain(..) {
-            let _ = Process::new("ip").args(["netns", "del", &ns]).status();
-        }
-    }
-}
-
-/// Runs `f` on a new thread that has first joined network namespace `ns` (setns affects
-/// only the calling thread; threads it creates inherit it, which is checked here).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("LAB: open {path}: {e}"));
-        // SAFETY: a valid namespace fd; only this thread changes namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "LAB: setns {path}: {}", io::Error::last_os_error());
-        let want = file.metadata().map(|m| m.ino()).unwrap_or(0);
-        let here = thread_netns_inode();
-        let child = std::thread::spawn(thread_netns_inode)
-            .join()
-            .unwrap_or_else(|_| panic!("probe thread panicked"));
-        assert_eq!(here, want, "setns did not move this thread into {path}");
-        assert_eq!(child, want, "a thread created after setns is not in {path}");
-        f()
-    })
-    .join()
-    .unwrap_or_else(|_| panic!("thread in {ns} panicked"))
-}
-
-fn thread_netns_inode() -> u64 {
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .map(|m| m.ino())
-        .unwrap_or_else(|e| panic!("/proc/thread-self/ns/net: {e}"))
-}
 
 // ---- recording fake Vips ------------------------------------------------------------------
 
@@ -252,18 +103,6 @@ fn spawn_in(ns: &str, cfg: RunnerConfig, rec: &Recorder) -> RunnerHandle {
     let vips = rec.vips();
     in_netns(ns, move || runner::spawn(cfg, vips))
         .unwrap_or_else(|e| panic!("runner in {ns} did not start: {e}"))
-}
-
-/// Polls `cond` every 2 ms for at most `limit`; panics with `what` if it never holds.
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 fn state(h: &RunnerHandle) -> State {
@@ -344,7 +183,7 @@ fn start_pair_with(
 #[test]
 fn threads_inherit_the_network_namespace_set_by_their_creator() {
     let _serial = serial();
-    let lab = Lab::new("ns");
+    let lab = Lab::new("vr", "ns");
     let root = thread_netns_inode();
     let want = File::open(format!("/var/run/netns/{}", lab.a))
         .and_then(|f| f.metadata())
@@ -367,7 +206,7 @@ fn threads_inherit_the_network_namespace_set_by_their_creator() {
 #[test]
 fn v4_roles_follow_priority_and_shutdown_hands_over_after_skew_time() {
     let _serial = serial();
-    let lab = Lab::new("s4");
+    let lab = Lab::new("vr", "s4");
     let (ha, ra, hb, rb) = start_pair(&lab, false);
     let status_a = ha.status_handle();
     let t0 = Instant::now();
@@ -401,7 +240,7 @@ fn v4_roles_follow_priority_and_shutdown_hands_over_after_skew_time() {
 #[test]
 fn v4_killed_master_is_replaced_after_master_down_interval_and_preempts_on_return() {
     let _serial = serial();
-    let lab = Lab::new("k4");
+    let lab = Lab::new("vr", "k4");
     let (ha, ra, hb, rb) = start_pair(&lab, false);
     let calls_before_kill = ra.calls().len();
     // start_pair returns in phase with A's adverts; kill mid-interval instead.
@@ -456,7 +295,7 @@ fn v4_killed_master_is_replaced_after_master_down_interval_and_preempts_on_retur
 #[test]
 fn v6_roles_follow_priority_and_failover_works() {
     let _serial = serial();
-    let lab = Lab::new("s6");
+    let lab = Lab::new("vr", "s6");
     let (ha, _ra, hb, rb) = start_pair(&lab, true);
     assert_eq!(hb.status().master_address, Some(IpAddr::V6(A6)));
     let t0 = Instant::now();
@@ -505,7 +344,7 @@ fn v6_roles_follow_priority_and_failover_works() {
 #[test]
 fn malformed_adverts_are_counted_by_reason_and_change_nothing() {
     let _serial = serial();
-    let lab = Lab::new("bad");
+    let lab = Lab::new("vr", "bad");
     let (ha, ra, hb, rb) = start_pair(&lab, false);
     let (calls_a, calls_b) = (ra.calls().len(), rb.calls().len());
     let (before_a, before_b) = (ha.status(), hb.status());
@@ -543,7 +382,7 @@ fn malformed_adverts_are_counted_by_reason_and_change_nothing() {
 #[test]
 fn unicast_peers_work_and_foreign_sources_are_dropped() {
     let _serial = serial();
-    let lab = Lab::new("uc");
+    let lab = Lab::new("vr", "uc");
     let (ha, _ra, hb, rb) = start_pair_with(&lab, false, true);
     let calls_b = rb.calls().len();
     in_netns(&lab.c, move || {
@@ -652,7 +491,7 @@ fn has_vip(ns: &str) -> bool {
 fn keepalived_backup_follows_tandem_master_and_takes_over() {
     let _serial = serial();
     require_keepalived();
-    let lab = Lab::new("kb");
+    let lab = Lab::new("vr", "kb");
     let ra = Recorder::default();
     let cfg = || {
         config(
@@ -714,7 +553,7 @@ fn keepalived_backup_follows_tandem_master_and_takes_over() {
 fn tandem_backup_follows_keepalived_master_and_takes_over() {
     let _serial = serial();
     require_keepalived();
-    let lab = Lab::new("km");
+    let lab = Lab::new("vr", "km");
     let mut kd = keepalived(&lab.b, 200);
     wait_for(Duration::from_secs(5), "keepalived master", || {
         has_vip(&lab.b)

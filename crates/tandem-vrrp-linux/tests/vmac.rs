@@ -19,217 +19,26 @@
 
 mod common;
 use common::keepalived::{require_keepalived, Keepalived};
+use common::lab::*;
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tandem_vrrp::fsm::{master_down_interval, InstanceConfig, State};
-use tandem_vrrp::{Centis, Version};
+use tandem_vrrp::Version;
 use tandem_vrrp_linux::netlink::{self, NetlinkVips};
 use tandem_vrrp_linux::runner::{self, RunnerConfig, RunnerHandle};
 use tandem_vrrp_linux::vmac::{self, Vmac};
 
-const INTERVAL: Centis = Centis(10); // 100 ms adverts
-const VRID: u8 = 51;
-const A4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const B4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-const C4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
-const VIP4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
-const A6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
-const B6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
-const C6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 3);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 /// The responders' port: each node answers a connection with its name.
 const PORT: u16 = 7070;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-// ---- lab ----------------------------------------------------------------------------------
-
-fn ip(args: &[&str]) {
-    let out = Process::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("LAB SETUP FAILED: cannot run ip {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "LAB SETUP FAILED: ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `ip ARGS`' output; `None` if it failed (e.g. the device does not exist).
-fn ip_try(args: &[&str]) -> Option<String> {
-    let out = Process::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip_output(args: &[&str]) -> String {
-    ip_try(args).unwrap_or_else(|| panic!("ip {args:?} failed"))
-}
-
-/// Three namespaces joined by a bridge in the third; deleted by exact name on drop.
-struct Lab {
-    a: String,
-    b: String,
-    c: String,
-    created: Vec<String>,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Lab {
-        let pid = std::process::id();
-        let name = |x: &str| format!("vm{pid}{tag}{x}");
-        let mut lab = Lab {
-            a: name("a"),
-            b: name("b"),
-            c: name("c"),
-            created: Vec::new(),
-        };
-        for ns in [lab.a.clone(), lab.b.clone(), lab.c.clone()] {
-            ip(&["netns", "add", &ns]);
-            lab.created.push(ns);
-        }
-        let (a, b, c) = (lab.a.clone(), lab.b.clone(), lab.c.clone());
-        // No IGMP/MLD snooping: every group is flooded, as on a plain switch.
-        ip(&[
-            "-n",
-            &c,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        for (ns, port, v4, v6) in [(&a, "pa", A4, A6), (&b, "pb", B4, B6)] {
-            ip(&[
-                "-n", &c, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ]);
-            ip(&["-n", &c, "link", "set", port, "master", "br0"]);
-            ip(&["-n", &c, "link", "set", port, "up"]);
-            // Our own link-local, without DAD, so it is usable at once.
-            ip(&["-n", ns, "link", "set", "eth0", "addrgenmode", "none"]);
-            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", "eth0", "up"]);
-        }
-        ip(&["-n", &c, "link", "set", "br0", "addrgenmode", "none"]);
-        ip(&["-n", &c, "addr", "add", &format!("{C4}/24"), "dev", "br0"]);
-        ip(&["-n", &c, "addr", "add", "fe80::3/64", "dev", "br0", "nodad"]);
-        ip(&[
-            "-n",
-            &c,
-            "addr",
-            "add",
-            &format!("{C6}/64"),
-            "dev",
-            "br0",
-            "nodad",
-        ]);
-        ip(&["-n", &c, "link", "set", "lo", "up"]);
-        ip(&["-n", &c, "link", "set", "br0", "up"]);
-        for (ns, dev) in [(&a, "eth0"), (&b, "eth0"), (&c, "pa"), (&c, "pb")] {
-            wait_for(
-                Duration::from_secs(5),
-                &format!("LAB SETUP FAILED: carrier on {dev} in {ns}"),
-                || ip_output(&["-n", ns, "link", "show", "dev", dev]).contains("LOWER_UP"),
-            );
-        }
-        lab
-    }
-
-    fn ifindex(&self, ns: &str, ifname: &str) -> u32 {
-        let out = ip_output(&["-n", ns, "-o", "link", "show", "dev", ifname]);
-        out.split(':')
-            .next()
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("LAB SETUP FAILED: no ifindex for {ifname} in {ns}"))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.created.drain(..) {
-            let _ = Process::new("ip").args(["netns", "del", &ns]).status();
-        }
-    }
-}
-
-fn enter_netns(ns: &str) {
-    let path = format!("/var/run/netns/{ns}");
-    let file = File::open(&path).unwrap_or_else(|e| panic!("LAB: open {path}: {e}"));
-    // SAFETY: a valid namespace fd; setns affects only the calling thread.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "LAB: setns {path}: {}", io::Error::last_os_error());
-}
-
-/// Runs `f` on a new thread that has first joined network namespace `ns` (setns affects
-/// only the calling thread; threads it creates, like the runner's, inherit it).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_owned();
-    match std::thread::spawn(move || {
-        enter_netns(&ns);
-        f()
-    })
-    .join()
-    {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-/// Like [`in_netns`], without waiting for the result.
-fn spawn_in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        enter_netns(&ns);
-        f()
-    })
-}
-
-/// Polls `cond` every 5 ms for at most `limit`; panics with `what` if it never holds.
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn sysctl(ns: &str, key: &str) -> String {
     let path = format!("/proc/sys/{key}");
@@ -681,7 +490,7 @@ fn link_exists(ns: &str, dev: &str) -> bool {
 #[test]
 fn ensure_creates_adopts_refuses_and_remove_is_idempotent() {
     let _serial = serial();
-    let lab = Lab::new("e");
+    let lab = Lab::new("vm", "e");
     let a = lab.a.clone();
     let base = lab.ifindex(&a, "eth0");
 
@@ -847,12 +656,15 @@ fn ensure_creates_adopts_refuses_and_remove_is_idempotent() {
 /// unicast wiring of the module docs): the adverts then carry eth0's MAC, the rest holds.
 fn failover_keeps_the_clients_neighbour_entry(v6: bool, unicast: bool) {
     let _serial = serial();
-    let lab = Lab::new(match (v6, unicast) {
-        (false, false) => "f4",
-        (true, false) => "f6",
-        (false, true) => "u4",
-        (true, true) => "u6",
-    });
+    let lab = Lab::new(
+        "vm",
+        match (v6, unicast) {
+            (false, false) => "f4",
+            (true, false) => "f6",
+            (false, true) => "u4",
+            (true, true) => "u6",
+        },
+    );
     let (name, la, lb, vip) = if v6 {
         ("vrrp6.51", IpAddr::V6(A6), IpAddr::V6(B6), IpAddr::V6(VIP6))
     } else {
@@ -1040,7 +852,7 @@ fn keepalived_complaints(log: &str) -> Vec<&str> {
 fn keepalived_with_use_vmac_interoperates() {
     let _serial = serial();
     require_keepalived();
-    let lab = Lab::new("k");
+    let lab = Lab::new("vm", "k");
     let vmac_str = mac_string(&vmac::virtual_mac(VRID, false));
     let vip = IpAddr::V4(VIP4);
     let _ra = Responder::start(&lab.a, "A");

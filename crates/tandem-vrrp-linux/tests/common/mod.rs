@@ -1,1 +1,4 @@
+#![allow(dead_code)] // each test binary uses its own part
+
 pub mod keepalived;
+pub mod lab;
