@@ -3,9 +3,8 @@
 //! Policy, decided once at startup from the configuration:
 //! - state-changing requests (anything but GET/HEAD) need `Authorization: Bearer <token>`
 //!   whenever a token is configured;
-//! - when the listener is not on loopback, reads need it too; without a token there, the API
-//!   is read-only (every change refused with 403, `tandem check` warns), so nobody on the
-//!   network can drain a backend while monitoring still works;
+//! - when the listener is not on loopback, reads need it too (the configuration refuses a
+//!   listener off loopback without a token, so there always is one there);
 //! - `/healthz` and the dashboard's static files are always open: the first is for probes
 //!   that cannot hold secrets, the second holds no data (the page asks for the token and
 //!   sends it with every API call it makes).
@@ -21,8 +20,6 @@ pub struct AuthPolicy {
     token: Option<Vec<u8>>,
     /// Reads need the token too (the listener is not on loopback).
     reads_need_token: bool,
-    /// No token and not on loopback: reads only.
-    read_only: bool,
 }
 
 impl std::fmt::Debug for AuthPolicy {
@@ -30,7 +27,6 @@ impl std::fmt::Debug for AuthPolicy {
         f.debug_struct("AuthPolicy")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("reads_need_token", &self.reads_need_token)
-            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -42,8 +38,6 @@ pub enum AuthError {
     Missing,
     #[error("the bearer token is wrong")]
     Wrong,
-    #[error("this admin API is read-only: it listens off loopback without [admin] token_file")]
-    ReadOnly,
 }
 
 impl AuthPolicy {
@@ -52,21 +46,12 @@ impl AuthPolicy {
         AuthPolicy::default()
     }
 
-    /// No token on a listener off loopback: reads are open, changes refused.
-    pub fn read_only() -> Self {
-        AuthPolicy {
-            read_only: true,
-            ..AuthPolicy::default()
-        }
-    }
-
     /// `token` guards state changes; with `reads_need_token` (a non-loopback listener) it
     /// guards reads as well.
     pub fn with_token(token: Vec<u8>, reads_need_token: bool) -> Self {
         AuthPolicy {
             token: Some(token),
             reads_need_token,
-            read_only: false,
         }
     }
 
@@ -79,11 +64,7 @@ impl AuthPolicy {
     pub fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), AuthError> {
         let read = method == Method::GET || method == Method::HEAD;
         let Some(token) = &self.token else {
-            return if self.read_only && !read && !is_public(path) {
-                Err(AuthError::ReadOnly)
-            } else {
-                Ok(())
-            };
+            return Ok(());
         };
         if is_public(path) {
             return Ok(());
@@ -151,25 +132,6 @@ mod tests {
         assert!(p
             .check(&Method::POST, "/api/v1/reload", &headers(None))
             .is_ok());
-    }
-
-    #[test]
-    fn read_only_policy_refuses_every_change_and_allows_reads() {
-        let p = AuthPolicy::read_only();
-        let drain = "/api/v1/pools/p/backends/127.0.0.1:1/drain";
-        let bearer = headers(Some("Bearer anything"));
-        assert_eq!(
-            p.check(&Method::POST, drain, &bearer),
-            Err(AuthError::ReadOnly)
-        );
-        assert_eq!(
-            p.check(&Method::POST, "/api/v1/reload", &headers(None)),
-            Err(AuthError::ReadOnly)
-        );
-        assert!(p
-            .check(&Method::GET, "/api/v1/pools", &headers(None))
-            .is_ok());
-        assert!(p.check(&Method::GET, "/metrics", &headers(None)).is_ok());
     }
 
     #[test]

@@ -508,7 +508,6 @@ fn unauthorized(path: &str, e: AuthError) -> Response<Full<Bytes>> {
         AuthError::Missing => "Bearer realm=\"tandem\"",
         AuthError::Wrong => "Bearer realm=\"tandem\", error=\"invalid_token\"",
         // No token would help: there is none to present.
-        AuthError::ReadOnly => return error(path, StatusCode::FORBIDDEN, e.to_string()),
     };
     let mut resp = error(path, StatusCode::UNAUTHORIZED, e.to_string());
     resp.headers_mut()

@@ -576,19 +576,19 @@ fn admin(cx: &mut Cx, v: &Value) -> (R<Admin>, Option<usize>) {
         return (Err(Reported), at);
     };
     let listen = listen.unwrap_or(Admin::default().listen);
-    // Off loopback without a token the API is read-only (the daemon refuses every change
-    // with 403): nobody on the network can drain a backend, and monitoring still works.
+    // Off loopback every request needs the token (it shows the topology and can drain
+    // backends), so there must be one.
     if !listen.ip().is_loopback() && token.is_none() {
-        cx.warn(
+        let e = cx.error(
             at.unwrap_or(t.at),
             "admin.listen",
             format!(
-                "{listen} is not a loopback address and there is no `token_file`: anyone who \
-                 can reach it can read the API, and changes (drain, weight, reload) are refused \
-                 until [admin] token_file names a file holding a token (e.g. `openssl rand -hex \
-                 32`)"
+                "{listen} is not a loopback address, so every request to the admin API needs a \
+                 token: set [admin] token_file to a file holding one (e.g. `openssl rand -hex 32 \
+                 > /etc/tandem/admin.token`), or listen on 127.0.0.1"
             ),
         );
+        return (Err(e), at);
     }
     (Ok(Admin { listen, token }), at)
 }

@@ -163,13 +163,9 @@ pub fn run(
         let plane =
             crate::vrrp_plane::VrrpPlane::spawn(vrrp, probes, &topology, &events, &stop_rx);
         let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
-        // Off loopback the token guards reads too; without one there the API is read-only.
+        // Off loopback the token guards reads too (the configuration requires one there).
         let auth = match &cfg.admin.token {
             Some(token) => AuthPolicy::with_token(token.0.clone(), !admin_addr.ip().is_loopback()),
-            None if !admin_addr.ip().is_loopback() => {
-                tracing::warn!(listen = %admin_addr, "admin API off loopback without token_file: read-only");
-                AuthPolicy::read_only()
-            }
             None => AuthPolicy::open(),
         };
         let mut state = AdminState::new(topology.load_full(), services, env!("CARGO_PKG_VERSION"))

@@ -605,6 +605,7 @@ fn persistent_node_config(lab: &Lab, i: usize, priority: u8) -> String {
         r#"
 [admin]
 listen = "{admin}"
+token_file = "{token}"
 
 [cluster]
 listen = "{cluster}"
@@ -633,6 +634,7 @@ pool = "p"
 persistence = {{ kind = "source_ip" }}
 "#,
         admin = lab.host_addr(i, 9900),
+        token = lab.admin_token_file().display(),
         cluster = lab.host_addr(i, 9901),
         peer = lab.host_addr(other, 9901),
         vip = vip(lab),
@@ -696,14 +698,7 @@ async fn persistence_survives_failover() {
         "node 1 holds the sticky entry",
         Duration::from_secs(5),
         || async {
-            let out = curl(&[
-                "-s",
-                "-m",
-                "1",
-                &format!("http://{a1}/api/v1/services/www/sticky"),
-            ])
-            .await;
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let v = admin_json(a1, "/api/v1/services/www/sticky").await?;
             (v["size"] == 1).then_some(())
         },
     )
@@ -770,7 +765,7 @@ async fn reload_and_upgrade_on_the_master_cause_no_failover() {
     std::fs::write(&config0, changed).expect("write config");
     lab.signal(p0, libc::SIGHUP);
     eventually("the reload applied", Duration::from_secs(5), || async {
-        let b = pool_backends(a0, "p").await?;
+        let b = lab_pool_backends(a0, "p").await?;
         (b[0]["weight"] == 2).then_some(())
     })
     .await;
@@ -808,7 +803,7 @@ async fn reload_and_upgrade_on_the_master_cause_no_failover() {
         "the backup took over at some point: {i1}"
     );
     assert_eq!(
-        pool_backends(a0, "p").await.expect("api")[0]["weight"],
+        lab_pool_backends(a0, "p").await.expect("api")[0]["weight"],
         2,
         "the new process runs the file as reloaded"
     );
@@ -835,16 +830,15 @@ fn has_addr(lab: &Lab, i: usize, addr: std::net::Ipv4Addr) -> bool {
     .contains(&format!(" {addr}/27 "))
 }
 
-/// SIGHUP to node `p`, then the fields of the reload event it logs (the lab's admin API is
-/// off loopback, hence read-only: `POST /api/v1/reload` is refused there).
+/// SIGHUP to node `p` (as `systemctl reload` does), then the fields of the reload event it
+/// logs.
 async fn reload_by_signal(
     lab: &Lab,
     p: common::netns::Proc,
     admin: std::net::SocketAddr,
 ) -> serde_json::Value {
     let reloads = || async {
-        let out = curl(&["-s", "-m", "1", &format!("http://{admin}/api/v1/events")]).await;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let v = admin_json(admin, "/api/v1/events").await?;
         let events = v["events"].as_array()?.clone();
         Some(
             events

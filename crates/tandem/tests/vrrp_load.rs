@@ -37,6 +37,7 @@ fn pair_config(lab: &Lab, i: usize, priority: u8, advert_ms: u64, vrrp_extra: &s
         r#"
 [admin]
 listen = "{admin}"
+token_file = "{token}"
 
 [[vrrp]]
 name = "web"
@@ -59,6 +60,7 @@ listen = "{vip}:{SERVICE_PORT}"
 pool = "p"
 "#,
         admin = lab.host_addr(i, 9900),
+        token = lab.admin_token_file().display(),
         vip = vip(lab),
         backend = lab.host_addr(CLIENT, BACKEND_PORT),
     )

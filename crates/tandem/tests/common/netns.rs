@@ -133,6 +133,9 @@ struct Spawned {
     log: PathBuf,
 }
 
+/// The bearer token of every lab node's admin API (see [`Lab::admin_token_file`]).
+pub const LAB_ADMIN_TOKEN: &str = "lab-admin-token-0123456789abcdef";
+
 /// A bridge with `N` namespace hosts; everything is removed on drop. See the module docs.
 pub struct Lab {
     tag: String,
@@ -329,6 +332,12 @@ impl Lab {
     pub fn running(&self, p: Proc) -> bool {
         let mut children = self.children.lock().expect("children lock");
         matches!(children[p.0].child.try_wait(), Ok(None))
+    }
+
+    /// A file holding [`LAB_ADMIN_TOKEN`], for `[admin] token_file`: an admin API on a lab
+    /// host's address is off loopback, where tandem requires a token for every request.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.logs.write("admin.token", LAB_ADMIN_TOKEN)
     }
 
     /// Everything a spawned process wrote to stdout and stderr so far.

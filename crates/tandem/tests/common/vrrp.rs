@@ -36,6 +36,7 @@ pub fn node_config_with(
         r#"
 [admin]
 listen = "{admin}"
+token_file = "{token}"
 
 [[vrrp]]
 name = "web"
@@ -61,6 +62,7 @@ listen = "{vip}:8080"
 pool = "p"
 "#,
         admin = lab.host_addr(i, 9900),
+        token = lab.admin_token_file().display(),
         vip = vip(lab),
     )
 }
@@ -79,8 +81,36 @@ pub fn has_vip(lab: &Lab, i: usize) -> bool {
     .contains(&format!(" {}/27 ", vip(lab)))
 }
 
+/// `GET path` from a lab node's admin API, with the lab's token (it is off loopback).
+pub async fn admin_get(admin: SocketAddr, path: &str) -> super::CurlOut {
+    let auth = format!("Authorization: Bearer {}", super::netns::LAB_ADMIN_TOKEN);
+    curl(&[
+        "-s",
+        "-m",
+        "1",
+        "-H",
+        &auth,
+        &format!("http://{admin}{path}"),
+    ])
+    .await
+}
+
+/// `GET path` as JSON (`None` if it does not answer or is not JSON).
+pub async fn admin_json(admin: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    let out = admin_get(admin, path).await;
+    out.ok.then_some(())?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The backends of `pool` on a lab node (`GET /api/v1/pools/{pool}`).
+pub async fn lab_pool_backends(admin: SocketAddr, pool: &str) -> Option<Vec<serde_json::Value>> {
+    admin_json(admin, &format!("/api/v1/pools/{pool}")).await?["backends"]
+        .as_array()
+        .cloned()
+}
+
 pub async fn state(admin: SocketAddr) -> Option<String> {
-    let out = curl(&["-s", "-m", "1", &format!("http://{admin}/api/v1/vrrp")]).await;
+    let out = admin_get(admin, "/api/v1/vrrp").await;
     if !out.ok {
         return None;
     }
@@ -90,7 +120,7 @@ pub async fn state(admin: SocketAddr) -> Option<String> {
 
 /// The first instance of `GET /api/v1/vrrp`.
 pub async fn instance(admin: SocketAddr) -> Option<serde_json::Value> {
-    let out = curl(&["-s", "-m", "1", &format!("http://{admin}/api/v1/vrrp")]).await;
+    let out = admin_get(admin, "/api/v1/vrrp").await;
     if !out.ok {
         return None;
     }
@@ -401,6 +431,7 @@ pub fn flavour_config(lab: &Lab, i: usize, flavour: Flavour, priority: u8, extra
         r#"
 [admin]
 listen = "{admin}"
+token_file = "{token}"
 
 [[vrrp]]
 name = "ka"
@@ -414,6 +445,7 @@ garp_master_delay = "0s"
 {extra}
 "#,
         admin = lab.host_addr(i, 9900),
+        token = lab.admin_token_file().display(),
         version = flavour.version_number(),
         interval = flavour.advert_interval().as_millis(),
     )
