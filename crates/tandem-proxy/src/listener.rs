@@ -19,7 +19,32 @@ pub(crate) fn bind(
     reuseport: bool,
     freebind: bool,
 ) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = bound(addr, Type::STREAM, Protocol::TCP, reuseport, freebind)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// The UDP socket of a `mode = "udp"` service: like [`bind`] (`SO_REUSEPORT` between workers,
+/// IPv6 only for IPv6 addresses, `IP_FREEBIND` for VIPs). With several workers the kernel
+/// hashes each datagram's addresses and ports onto one socket, so all datagrams of a flow
+/// reach the same worker.
+pub(crate) fn bind_udp(
+    addr: SocketAddr,
+    reuseport: bool,
+    freebind: bool,
+) -> io::Result<std::net::UdpSocket> {
+    Ok(bound(addr, Type::DGRAM, Protocol::UDP, reuseport, freebind)?.into())
+}
+
+/// A non-blocking socket of `kind` bound to `addr` with the options of [`bind`].
+fn bound(
+    addr: SocketAddr,
+    kind: Type,
+    protocol: Protocol,
+    reuseport: bool,
+    freebind: bool,
+) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
     socket.set_reuse_address(true)?;
     if reuseport {
         socket.set_reuse_port(true)?;
@@ -34,36 +59,8 @@ pub(crate) fn bind(
         socket.set_freebind_v4(true)?;
     }
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// The UDP socket of a `mode = "udp"` service: like [`bind`] (`SO_REUSEPORT` between workers,
-/// IPv6 only for IPv6 addresses, `IP_FREEBIND` for VIPs). With several workers the kernel
-/// hashes each datagram's addresses and ports onto one socket, so all datagrams of a flow
-/// reach the same worker.
-pub(crate) fn bind_udp(
-    addr: SocketAddr,
-    reuseport: bool,
-    freebind: bool,
-) -> io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    if reuseport {
-        socket.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-        if freebind {
-            socket.set_freebind_v6(true)?;
-        }
-    } else if freebind {
-        socket.set_freebind_v4(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// A listening socket of either protocol, as bound before the workers start.
