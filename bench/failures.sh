@@ -27,7 +27,7 @@
 #   TANDEM_BIN [target/release/tandem]   SKIP_BUILD [0] (1 = do not run cargo build)
 #   OUT_DIR [bench/out]  KEEP_TMP [unset] (set: keep the temp dir with configs, logs, per-request files)
 # Needs root (network namespaces). Traffic stays on 127.0.0.1 and on the lab's own /27 of the
-# documentation ranges (203.0.113.0/24, 198.51.100.0/24 or 192.0.2.0/24, whichever is free here).
+# documentation ranges (198.51.100.0/24 or 203.0.113.0/24, whichever is free here; never 192.0.2.0/24).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

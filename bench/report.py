@@ -20,6 +20,8 @@ import re
 import statistics
 import sys
 
+from common import f as _f, med as _med, ratio as _ratio, rng as _rng  # bench/common.py
+
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
@@ -208,26 +210,6 @@ SCEN_TITLE = {
     "tcp": "e) TCP mode, 64 KiB keep-alive (wrk)",
 }
 TARGET_ORDER = ["direct", "tandem", "haproxy", "nginx"]
-
-
-def _med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def _rng(vals):
-    vals = [v for v in vals if v is not None]
-    return (min(vals), max(vals)) if len(vals) > 1 else None
-
-
-def _f(v, fmt):
-    return "-" if v is None else format(v, fmt)
-
-
-def _ratio(a, b):
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
 
 
 def _num(x):

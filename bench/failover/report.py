@@ -10,48 +10,15 @@
 TRIALS.tsv columns: pair interval_ms trial status outage_ms last_lb1_ms first_lb2_sent_ms garp_ms
 last_advert_ms takeover_ms lb1_adverts_after vip_del_ms post_failed pre_failed detail
 """
-import ipaddress
 import math
-import re
-import subprocess
+import os
 import sys
 
-RANGES = ["198.51.100.0/24", "203.0.113.0/24"]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import free_subnet, pct  # noqa: E402  (bench/common.py)
+
 PRIORITY_BACKUP = 100
 PAIRS = {"tandem": "tandem vs tandem", "keepalived": "keepalived vs keepalived"}
-
-
-def free_subnet():
-    used = []
-    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
-    used += [ipaddress.ip_network(m, strict=False) for m in re.findall(r"inet (\S+)", out)]
-    out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
-                         text=True).stdout
-    types = {"local", "broadcast", "unicast", "blackhole", "unreachable", "prohibit", "throw",
-             "multicast", "anycast", "nat"}
-    for line in out.splitlines():
-        t = line.split()
-        if not t:
-            continue
-        first = t[1] if t[0] in types and len(t) > 1 else t[0]
-        try:
-            used.append(ipaddress.ip_network(first, strict=False))
-        except ValueError:
-            pass  # "default"
-    for r in RANGES:
-        for net in ipaddress.ip_network(r).subnets(new_prefix=27):
-            if not any(net.overlaps(u) for u in used):
-                print(net.network_address)
-                return
-    sys.exit("no free /27 in %s" % ", ".join(RANGES))
-
-
-def pct(sorted_vals, q):
-    """Nearest-rank percentile."""
-    if not sorted_vals:
-        return float("nan")
-    k = max(1, math.ceil(q / 100.0 * len(sorted_vals)))
-    return sorted_vals[min(k, len(sorted_vals)) - 1]
 
 
 def median(v):

@@ -3,7 +3,7 @@
 
 Subcommands:
   free-subnet                    -> "A.B.C.D" base of the first /27 of the documentation ranges
-                                    (203.0.113.0/24, 198.51.100.0/24, 192.0.2.0/24) that overlaps
+                                    (198.51.100.0/24, 203.0.113.0/24; never 192.0.2.0/24) that overlaps
                                     no address and no route of this network namespace
   analyze REQS.tsv WINDOW_S      -> one TSV line: sent requests failed window_n p50_ms p99_ms
                                     max_ms slow_1s event_s errors, for the requests of load.py's
@@ -12,51 +12,19 @@ Subcommands:
                                     of them that took 1 s or more (failed or not)
   report RUNS.tsv OUT.md META.md -> prints the tables and writes them (with META) as markdown
 """
-import ipaddress
 import math
+import os
 import re
 import statistics
-import subprocess
 import sys
 
-RANGES = ["203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import free_subnet, pct  # noqa: E402  (bench/common.py)
+
 SCENARIOS = {
     "kill": "a) one backend process SIGKILLed",
     "blackhole": "b) one backend host blackholed (no RST, connects hang)",
 }
-
-
-def free_subnet():
-    used = []
-    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
-    used += [ipaddress.ip_network(m, strict=False) for m in re.findall(r"inet (\S+)", out)]
-    out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
-                         text=True).stdout
-    types = {"local", "broadcast", "unicast", "blackhole", "unreachable", "prohibit", "throw",
-             "multicast", "anycast", "nat"}
-    for line in out.splitlines():
-        t = line.split()
-        if not t:
-            continue
-        first = t[1] if t[0] in types and len(t) > 1 else t[0]
-        try:
-            used.append(ipaddress.ip_network(first, strict=False))
-        except ValueError:
-            pass  # "default"
-    for r in RANGES:
-        for net in ipaddress.ip_network(r).subnets(new_prefix=27):
-            if not any(net.overlaps(u) for u in used):
-                print(net.network_address)
-                return
-    sys.exit("no free /27 in %s" % ", ".join(RANGES))
-
-
-def pct(sorted_vals, q):
-    """Nearest-rank percentile."""
-    if not sorted_vals:
-        return float("nan")
-    k = max(1, math.ceil(q / 100.0 * len(sorted_vals)))
-    return sorted_vals[min(k, len(sorted_vals)) - 1]
 
 
 def error_kind(err):

@@ -9,11 +9,14 @@ Subcommands:
                                    -> prints the tables and writes the markdown file (either
                                       TSV may be '-' when that part did not run)
 """
+import os
 import re
 import socket
-import statistics
 import sys
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import f, med, num, ratio, rng  # noqa: E402  (bench/common.py)
 
 # ---------------------------------------------------------------------------- counters
 
@@ -56,31 +59,6 @@ def haproxy_counters(sock):
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def rng(vals):
-    vals = [v for v in vals if v is not None]
-    return (min(vals), max(vals)) if len(vals) > 1 else None
-
-
-def f(v, fmt):
-    return "-" if v is None else format(v, fmt)
-
-
-def ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
 
 
 def k(v):

@@ -9,8 +9,10 @@ other_cpu_pct, latency_src). Medians over the successful runs of each (scenario,
 target); ratios are tandem ÷ HAProxy (t/h) and tandem ÷ nginx (t/n) of those medians.
 """
 import os
-import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import f, med, num, ratio, rng  # noqa: E402  (bench/common.py)
 
 TITLE = {
     "hs": "new TLS connection per request (full handshake)",
@@ -21,31 +23,6 @@ TITLE = {
 }
 SCEN_ORDER = ["hs", "resume", "ka", "h2", "route"]
 TARGETS = ["tandem", "haproxy", "nginx"]
-
-
-def num(x):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
-
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def rng(vals):
-    vals = [v for v in vals if v is not None]
-    return (min(vals), max(vals)) if len(vals) > 1 else None
-
-
-def f(v, fmt):
-    return "-" if v is None else format(v, fmt)
-
-
-def ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
 
 
 def variant_key(v):
