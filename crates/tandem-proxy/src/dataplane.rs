@@ -139,7 +139,8 @@ impl Drop for ConnectionGuard {
 enum Handler {
     Http(Arc<H1Service>),
     Tcp(Arc<TcpService>),
-    /// HTTP over TLS: the handshake, then hyper (HTTP/1.1 or HTTP/2 by ALPN).
+    /// HTTP over TLS: the handshake, then HTTP/1.1 (the native engine, or hyper when the
+    /// pools need it) or HTTP/2 (hyper) by ALPN.
     Tls(Arc<TlsHandler>),
     /// Cleartext HTTP served by hyper: for services whose pools need TLS or HTTP/2 to the
     /// backends.
@@ -149,6 +150,9 @@ enum Handler {
 struct TlsHandler {
     acceptor: tokio_rustls::TlsAcceptor,
     svc: Arc<H2Service>,
+    /// Decrypted HTTP/1.1 (ALPN `http/1.1` or none) goes to the native engine, as cleartext
+    /// does, unless the service's pools need hyper (`None`: TLS or HTTP/2 to the backends).
+    h1: Option<Arc<H1Service>>,
     handshake_timeout: Duration,
     stats: Arc<ServiceStats>,
     /// `accept_proxy_protocol`: the header comes before the TLS handshake.
@@ -174,11 +178,15 @@ async fn proxied(
 }
 
 impl TlsHandler {
+    /// `shutdown`: the worker stops (idle HTTP/1 connections close at once); `retired`: the
+    /// generation was replaced or stopped (HTTP/1 answers its next request with
+    /// `Connection: close`, HTTP/2 and hyper close gracefully).
     async fn serve(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
+        retired: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
         let Ok((peer, local)) = proxied(self.proxy.as_ref(), &stream, peer).await else {
@@ -200,9 +208,18 @@ impl TlsHandler {
             }
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        Arc::clone(&self.svc)
-            .serve_tls(tls, h2, peer, local, shutdown)
-            .await;
+        match &self.h1 {
+            Some(h1) if !h2 => {
+                Arc::clone(h1)
+                    .serve_tls(tls, peer, local, shutdown, retired)
+                    .await;
+            }
+            _ => {
+                Arc::clone(&self.svc)
+                    .serve_tls(tls, h2, peer, local, retired)
+                    .await;
+            }
+        }
     }
 }
 
@@ -837,32 +854,34 @@ impl Generation {
                     router(),
                     plan.access_log.clone(),
                 ));
+                // The native HTTP/1 engine speaks cleartext HTTP/1.1 to backends only: a
+                // service with a pool that wants TLS or HTTP/2 is served by hyper throughout.
+                let needs_hyper = balancers.iter().any(|b| {
+                    b.pool.tls.is_some() || b.pool.protocol != tandem_config::BackendProtocol::Http1
+                });
+                let h1 = || {
+                    Arc::new(H1Service::new(
+                        cfg,
+                        balancers.clone(),
+                        router(),
+                        Arc::clone(&h2),
+                        plan.access_log.clone(),
+                    ))
+                };
                 match &plan.tls {
                     Some(config) => Handler::Tls(Arc::new(TlsHandler {
                         acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(config)),
-                        svc: h2,
+                        h1: (!needs_hyper).then(h1),
+                        svc: Arc::clone(&h2),
                         handshake_timeout: cfg.timeouts.header,
                         stats: Arc::clone(&stats),
                         proxy: crate::proxy_protocol::Acceptor::new(cfg, Arc::clone(&stats)),
                     })),
-                    None if balancers.iter().any(|b| {
-                        b.pool.tls.is_some()
-                            || b.pool.protocol != tandem_config::BackendProtocol::Http1
-                    }) =>
-                    {
-                        Handler::Hyper(
-                            h2,
-                            crate::proxy_protocol::Acceptor::new(cfg, Arc::clone(&stats))
-                                .map(Arc::new),
-                        )
-                    }
-                    None => Handler::Http(Arc::new(H1Service::new(
-                        cfg,
-                        balancers.clone(),
-                        router(),
+                    None if needs_hyper => Handler::Hyper(
                         h2,
-                        plan.access_log.clone(),
-                    ))),
+                        crate::proxy_protocol::Acceptor::new(cfg, Arc::clone(&stats)).map(Arc::new),
+                    ),
+                    None => Handler::Http(h1()),
                 }
             }
             Mode::Tcp => Handler::Tcp(Arc::new(TcpService::new(
@@ -993,8 +1012,9 @@ async fn accept_loop(
             }
             Handler::Tls(h) => {
                 let h = Arc::clone(h);
+                let stopped = shutdown.clone();
                 tokio::spawn(async move {
-                    h.serve(stream, peer, sd).await;
+                    h.serve(stream, peer, stopped, sd).await;
                     drop(guard);
                     drop(permit);
                 });

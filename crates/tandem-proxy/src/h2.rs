@@ -40,7 +40,8 @@ enum Proto {
     H2c,
     /// HTTP/2 over TLS (ALPN h2).
     H2Tls,
-    /// HTTP/1.1 over TLS.
+    /// HTTP/1.1 over TLS, for services whose pools need TLS or HTTP/2 to their backends
+    /// (otherwise the HTTP/1 engine serves it).
     H1Tls,
     /// Cleartext HTTP/1.1 served by hyper (services whose pools need TLS or HTTP/2 to their
     /// backends, which the HTTP/1 engine does not speak).

@@ -1,8 +1,10 @@
 //! TLS termination: certificates chosen by SNI, reloaded from their files without a restart,
 //! and the rustls server configuration (ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3).
 //!
-//! Decrypted connections are served by hyper (HTTP/1.1 or HTTP/2 by ALPN) with the same request
-//! handling as h2c (routing, persistence, header operations): see [`crate::h2::H2Service`].
+//! Decrypted HTTP/1.1 is served by the native HTTP/1 engine ([`crate::h1`]) like cleartext;
+//! HTTP/2 (ALPN `h2`), and every connection of a service whose pools need TLS or HTTP/2 to the
+//! backends, by hyper ([`crate::h2::H2Service`]). The choice is made in the data plane's TLS
+//! handler.
 
 use std::path::PathBuf;
 use std::sync::Arc;

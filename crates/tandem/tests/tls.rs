@@ -1,8 +1,9 @@
 //! TLS termination through a real tandem process with real curl: certificates chosen by SNI
 //! (verified by curl against the test CA), ALPN h2 and http/1.1, HSTS, X-Forwarded-Proto,
 //! malformed TLS counted, a renewed certificate picked up without a restart, and the
-//! HTTP→HTTPS redirect helper. Certificates are made in the test (rcgen, ECDSA P-256).
-//! N = 69.
+//! HTTP→HTTPS redirect helper, HTTP/1.1 over TLS on the native engine. Certificates are made
+//! in the test (rcgen, ECDSA P-256).
+//! N = 69, 70, 130.
 
 mod common;
 
@@ -353,4 +354,312 @@ pool = "grpc"
     let a = text.lines().filter(|l| *l == "h2-a HTTP/2.0").count();
     let b = text.lines().filter(|l| *l == "h2-b HTTP/2.0").count();
     assert_eq!((a, b), (5, 5), "{text}");
+}
+
+/// A TLS client connection to `addr` for `name`, trusting the test CA, offering `alpn`.
+async fn tls_client(
+    addr: std::net::SocketAddr,
+    name: &str,
+    ca: &Ca,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).expect("root");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("handshake")
+}
+
+/// Send `req` on `s`; the response head as received and its body (Content-Length framed).
+async fn tls_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    req: &[u8],
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(req).await.expect("send request");
+    let (head, mut body) = within("a response head", Duration::from_secs(5), read_head(s))
+        .await
+        .expect("a response head");
+    let len: usize = header_in(&head_headers(&head), "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut chunk = [0u8; 4096];
+    while body.len() < len {
+        let n = within("the body", Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("body");
+        assert!(n > 0, "closed inside the body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (head, String::from_utf8_lossy(&body[..len]).into_owned())
+}
+
+/// Whether the server ends the connection (within 5 s) with a TLS `close_notify`: rustls
+/// reports a plain TCP close as `UnexpectedEof` instead of a clean end of stream.
+async fn closes_with_close_notify<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+            Ok(Ok(0)) => return true,
+            Ok(Ok(_)) => continue,
+            Ok(Err(_)) | Err(_) => return false,
+        }
+    }
+}
+
+fn secure_config(
+    n: u8,
+    backend: std::net::SocketAddr,
+    cert: &Path,
+    key: &Path,
+    log: &Path,
+    hsts: &str,
+) -> String {
+    format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[[pool]]
+name = "p"
+health = {{ kind = "none" }}
+backends = [{{ address = "{backend}" }}]
+
+[[service]]
+name = "native"
+listen = "{listen}"
+pool = "p"
+max_request_body = 100
+persistence = {{ kind = "cookie", name = "SRV" }}
+access_log = {{ path = "{log}", format = "json" }}
+tls = {{ certificates = [ {{ cert = "{cert}", key = "{key}" }} ], hsts = "{hsts}" }}
+"#,
+        admin = addr(n, 9900),
+        listen = addr(n, 8443),
+        cert = cert.display(),
+        key = key.display(),
+        log = log.display(),
+    )
+}
+
+/// HTTP/1.1 over TLS (ALPN `http/1.1` or none) is served by the native HTTP/1 engine: many
+/// requests per connection, the forwarding headers say https, HSTS and persistence cookies on
+/// every answer (tandem's own too), 413 with a graceful close (`close_notify`), exact access
+/// log lines, and a reload or shutdown that closes keep-alive connections with `close_notify`.
+// N = 130
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_over_tls_native_engine() {
+    let n = 130;
+    let dir = TempDir::new("tls-native");
+    let ca = ca();
+    let (cert, key) = leaf(&ca, dir.path(), "www", "www.example.test", "www");
+    let log = dir.path().join("access.log");
+    let backend = HttpBackend::start(
+        ip(n),
+        |mut req: hyper::Request<hyper::body::Incoming>| async move {
+            if req.headers().contains_key("upgrade") {
+                // A WebSocket-like echo after 101.
+                let on = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(up) = on.await else { return };
+                    let mut io = hyper_util::rt::TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(k) = io.read(&mut buf).await {
+                        if k == 0 || io.write_all(&buf[..k]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                return hyper::Response::builder()
+                    .status(101)
+                    .header("upgrade", "websocket")
+                    .header("connection", "Upgrade")
+                    .body(full(bytes::Bytes::new()))
+                    .expect("101");
+            }
+            let h = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            response(
+                200,
+                format!(
+                    "proto={} fwd={} xff={}",
+                    h("x-forwarded-proto"),
+                    h("forwarded"),
+                    h("x-forwarded-for")
+                ),
+            )
+        },
+    )
+    .await;
+    let listen = addr(n, 8443);
+    let cfg = secure_config(n, backend.addr, &cert, &key, &log, "max-age=60");
+    let t = Tandem::run("tls-native", &cfg, &[listen, addr(n, 9900)]).await;
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: www.example.test\r\nX-Forwarded-Proto: http\r\n\r\n")
+            .into_bytes()
+    };
+
+    // Keep-alive: several requests on one TLS connection (ALPN http/1.1).
+    let mut s = tls_client(listen, "www.example.test", &ca, &[b"http/1.1"]).await;
+    for i in 0..3 {
+        let (head, body) = tls_exchange(&mut s, &get(&format!("/k{i}"))).await;
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.starts_with("http/1.1 200"), "{head}");
+        assert!(
+            lower.contains("strict-transport-security: max-age=60\r\n"),
+            "{head}"
+        );
+        assert!(lower.contains("set-cookie: srv="), "{head}");
+        assert!(!lower.contains("connection: close"), "{head}");
+        let client = s.get_ref().0.local_addr().expect("local").ip().to_string();
+        assert!(
+            body.starts_with(&format!(
+                "proto=https fwd=for={client};proto=https;host=\"www.example.test\""
+            )),
+            "{body}"
+        );
+        assert!(body.ends_with(&format!("xff={client}")), "{body}");
+    }
+
+    // A declared body over max_request_body: 413 (tandem's own answer, with HSTS), then a
+    // graceful close although the body was never read.
+    let mut big =
+        b"POST /up HTTP/1.1\r\nHost: www.example.test\r\nContent-Length: 1000\r\n\r\n".to_vec();
+    big.extend_from_slice(&[b'x'; 1000]);
+    let (head, body) = tls_exchange(&mut s, &big).await;
+    assert!(head.starts_with("HTTP/1.1 413 "), "{head}");
+    // Written by the native engine (hyper would write lower-case names).
+    assert!(
+        head.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nStrict-Transport-Security: max-age=60\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    assert_eq!(body, "request body too large\n");
+    assert!(
+        closes_with_close_notify(&mut s).await,
+        "413 ends with close_notify"
+    );
+
+    // No ALPN at all: HTTP/1.1, the same engine.
+    let mut s = tls_client(listen, "www.example.test", &ca, &[]).await;
+    let (head, body) = tls_exchange(
+        &mut s,
+        b"GET /noalpn HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with("proto=https "), "{body}");
+    assert!(
+        closes_with_close_notify(&mut s).await,
+        "Connection: close ends with close_notify"
+    );
+
+    // The access log: one line per request, exact byte counts.
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .collect::<Vec<_>>()
+    };
+    let got = eventually("5 access log lines", Duration::from_secs(5), || async {
+        let l = lines();
+        (l.len() >= 5).then_some(l)
+    })
+    .await;
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[0]["request"], "GET /k0", "{}", got[0]);
+    assert_eq!(got[0]["protocol"], "HTTP/1.1");
+    assert_eq!(got[0]["status"], 200);
+    assert_eq!(got[3]["status"], 413, "{}", got[3]);
+    assert_eq!(got[3]["bytes"], 23, "{}", got[3]);
+    assert_eq!(got[4]["request"], "GET /noalpn", "{}", got[4]);
+
+    // A protocol upgrade (WebSocket) through TLS: bytes relayed both ways after the 101.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tls_client(listen, "www.example.test", &ca, &[b"http/1.1"]).await;
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: www.example.test\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let (head, rest) = within("101", Duration::from_secs(5), read_head(&mut s))
+            .await
+            .expect("101 head");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(rest.is_empty());
+        s.write_all(b"ping over tls").await.expect("write");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 64];
+        while got.len() < 13 {
+            let k = within("echo", Duration::from_secs(5), s.read(&mut chunk))
+                .await
+                .expect("read");
+            assert!(k > 0, "closed");
+            got.extend_from_slice(&chunk[..k]);
+        }
+        assert_eq!(got, b"ping over tls");
+    }
+
+    // A reload: a keep-alive connection of the old configuration answers its next request
+    // (as configured before) with `Connection: close`, then closes with close_notify; new
+    // connections get the new configuration.
+    let mut old = tls_client(listen, "www.example.test", &ca, &[b"http/1.1"]).await;
+    let (head, _) = tls_exchange(&mut old, &get("/before")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    std::fs::write(
+        t.config_path(),
+        secure_config(n, backend.addr, &cert, &key, &log, "max-age=120"),
+    )
+    .expect("write config");
+    t.signal(libc::SIGHUP);
+    eventually("the reloaded HSTS", Duration::from_secs(10), || async {
+        let mut s = tls_client(listen, "www.example.test", &ca, &[b"http/1.1"]).await;
+        let (head, _) = tls_exchange(&mut s, &get("/probe")).await;
+        head.contains("max-age=120").then_some(())
+    })
+    .await;
+    let (head, _) = tls_exchange(&mut old, &get("/after")).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{head}");
+    assert!(lower.contains("connection: close"), "{head}");
+    assert!(lower.contains("max-age=60"), "{head}");
+    assert!(
+        closes_with_close_notify(&mut old).await,
+        "retired connection"
+    );
+
+    // Shutdown closes an idle keep-alive connection at once, with close_notify.
+    let mut idle = tls_client(listen, "www.example.test", &ca, &[b"http/1.1"]).await;
+    let (head, _) = tls_exchange(&mut idle, &get("/idle")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    t.signal(libc::SIGTERM);
+    assert!(
+        closes_with_close_notify(&mut idle).await,
+        "idle at shutdown"
+    );
 }

@@ -20,7 +20,7 @@ use super::head::{
     itoa_u64, rewrite_request_with, rewrite_response_with, BodyLen, CookieOut, HeadError, Peer,
     PoolOpts, RequestInfo, Rules,
 };
-use super::io::{read_into, read_now, write_all, write_all2, Buf, Limit};
+use super::io::{read_into, write_all, write_all2, Buf, Client, Limit, Sink};
 use super::pool::{still_idle, BackendPool};
 use crate::connect::connect;
 use crate::h2::H2Service;
@@ -60,6 +60,9 @@ pub(crate) struct H1Service {
     spare: Spare,
     /// `accept_proxy_protocol`.
     accept_proxy: Option<Acceptor>,
+    /// `tls.hsts` as a response header operation (set: it replaces the backend's own), for
+    /// responses to TLS clients. `None` when the service has no HSTS (or no TLS).
+    hsts: Option<tandem_config::HeaderOps>,
 }
 
 /// Per-connection buffers, reused for every request on the connection.
@@ -107,8 +110,8 @@ impl Spare {
     }
 }
 
-struct Conn {
-    client: TcpStream,
+struct Conn<S> {
+    client: S,
     peer: Peer,
     peer_ip: std::net::IpAddr,
     /// The client's address and port, and the address it connected to when a trusted proxy's
@@ -175,7 +178,9 @@ impl LogEntry {
 /// answer the client has not read yet (an early 413 during an upload). Like nginx's
 /// lingering close: send FIN, then read and discard what the client still sends, for a
 /// bounded time and amount, before closing.
-async fn linger(client: TcpStream) {
+///
+/// Over TLS the shutdown sends `close_notify` first; what follows is decrypted and discarded.
+async fn linger<S: Client>(client: S) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const LINGER_TIME: Duration = Duration::from_secs(5);
     const LINGER_READ: Duration = Duration::from_secs(1);
@@ -303,6 +308,25 @@ impl H1Service {
             h2,
             spare: Spare::default(),
             accept_proxy,
+            hsts: cfg
+                .tls
+                .as_ref()
+                .and_then(|t| t.hsts.as_deref())
+                // The same check the hyper path applies: nothing that could end the line.
+                .filter(|h| http::HeaderValue::from_str(h).is_ok())
+                .map(|h| tandem_config::HeaderOps {
+                    set: vec![("Strict-Transport-Security".to_string(), h.to_string())],
+                    ..Default::default()
+                }),
+        }
+    }
+
+    /// The response header operation TLS clients get (`tls.hsts`).
+    fn hsts<S: Client>(&self) -> Option<&tandem_config::HeaderOps> {
+        if S::TLS {
+            self.hsts.as_ref()
+        } else {
+            None
         }
     }
 
@@ -310,7 +334,7 @@ impl H1Service {
         self: Arc<Self>,
         client: TcpStream,
         peer: SocketAddr,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
         retired: watch::Receiver<bool>,
     ) {
         // From a trusted proxy: its PROXY header says who the client is, for everything below.
@@ -321,12 +345,48 @@ impl H1Service {
                 Ok(None) => (peer, None),
                 Err(proxy_protocol::Refused::Malformed(_)) => {
                     // Not counted as a rejected request: proxy_protocol_rejected has it.
-                    write_local(&client, 400, "bad PROXY protocol header\n", true, false).await;
+                    let mut client = client;
+                    write_local(
+                        &mut client,
+                        400,
+                        "bad PROXY protocol header\n",
+                        true,
+                        false,
+                        None,
+                    )
+                    .await;
                     return;
                 }
                 Err(_) => return,
             },
         };
+        self.serve_stream(client, peer, local, shutdown, retired)
+            .await;
+    }
+
+    /// Serve a decrypted TLS connection (ALPN `http/1.1` or none): the TLS handler already
+    /// read the PROXY header, if any, before the handshake; `local` is the address the client
+    /// connected to.
+    pub(crate) async fn serve_tls(
+        self: Arc<Self>,
+        client: tokio_rustls::server::TlsStream<TcpStream>,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        shutdown: watch::Receiver<bool>,
+        retired: watch::Receiver<bool>,
+    ) {
+        self.serve_stream(client, peer, local, shutdown, retired)
+            .await;
+    }
+
+    async fn serve_stream<S: Client>(
+        self: Arc<Self>,
+        client: S,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        mut shutdown: watch::Receiver<bool>,
+        retired: watch::Receiver<bool>,
+    ) {
         let b = self.spare.take(self.max_header_size);
         let mut c = Conn {
             client,
@@ -367,11 +427,13 @@ impl H1Service {
         });
         if let Some(prefix) = prefix {
             // A reload ends an HTTP/2 connection gracefully (GOAWAY).
-            Arc::clone(&self.h2)
-                .serve(client, prefix, peer, local, retired)
+            client
+                .into_h2(Arc::clone(&self.h2), prefix, peer, local, retired)
                 .await;
         } else if unread {
             linger(client).await;
+        } else {
+            client.close().await;
         }
     }
 
@@ -382,9 +444,9 @@ impl H1Service {
     /// configuration this connection is served with) lets the next request through and
     /// answers it with `Connection: close`, so the client never races a close it was not told
     /// about.
-    async fn serve_requests(
+    async fn serve_requests<S: Client>(
         &self,
-        c: &mut Conn,
+        c: &mut Conn<S>,
         shutdown: &mut watch::Receiver<bool>,
         retired: &watch::Receiver<bool>,
     ) -> bool {
@@ -408,7 +470,7 @@ impl H1Service {
                 // Only a second response on the same connection can be held back by Nagle
                 // (the first finds nothing unacknowledged): a one-request connection skips
                 // the syscall.
-                let _ = c.client.set_nodelay(true);
+                c.client.nodelay();
                 first = false;
             }
         }
@@ -416,7 +478,7 @@ impl H1Service {
 
     /// The access log line of the request just served (nothing when it got no answer at
     /// all: the client went away first).
-    fn log_request(&self, c: &mut Conn) {
+    fn log_request<S>(&self, c: &mut Conn<S>) {
         let (Some(log), Some(e)) = (&self.access_log, c.log.take()) else {
             return;
         };
@@ -455,9 +517,9 @@ impl H1Service {
 
     /// Read and rewrite the next request head. `None`: the connection is done (closed by the
     /// client, idle, draining, or answered with an error).
-    async fn read_request(
+    async fn read_request<S: Client>(
         &self,
-        c: &mut Conn,
+        c: &mut Conn<S>,
         first: bool,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Option<RequestInfo>, HandOff> {
@@ -466,7 +528,7 @@ impl H1Service {
         // timeout applies until the next head starts.
         let mut head_deadline = first.then(|| Instant::now() + self.timeouts.header);
         if first && c.cbuf.is_empty() {
-            match read_now(&c.client, &mut c.cbuf) {
+            match c.client.read_now(&mut c.cbuf) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -516,8 +578,8 @@ impl H1Service {
     }
 
     /// `Some(x)`: a decision (a request, or `None` after an error reply). `None`: need more.
-    async fn parse_request(&self, c: &mut Conn) -> Option<Option<RequestInfo>> {
-        let client = &c.client;
+    async fn parse_request<S: Client>(&self, c: &mut Conn<S>) -> Option<Option<RequestInfo>> {
+        let client = c.client.tcp();
         let announced = c.local;
         let mut local = || announced.or_else(|| client.local_addr().ok());
         let rules = Rules {
@@ -526,6 +588,7 @@ impl H1Service {
             pools: &self.pool_opts,
             client: Some(c.peer_ip),
             max_body: self.max_body,
+            https: S::TLS,
         };
         match rewrite_request_with(
             c.cbuf.filled(),
@@ -553,7 +616,11 @@ impl H1Service {
             Err(e) => {
                 let (status, msg) = match e {
                     HeadError::TooLarge => (431, "request header fields too large\n"),
-                    HeadError::BodyTooLarge => (413, "request body too large\n"),
+                    // The declared body stays unread: close gracefully (see [`linger`]).
+                    HeadError::BodyTooLarge => {
+                        c.linger = true;
+                        (413, "request body too large\n")
+                    }
                     HeadError::Method(_) => (405, "method not allowed\n"),
                     HeadError::Bad(_) => (400, "bad request\n"),
                 };
@@ -577,7 +644,7 @@ impl H1Service {
     /// (idempotent method, no body) and only up to the pool's `retries` and within its retry
     /// budget. A request is never sent twice to the same backend, except on a fresh connection
     /// after a pooled one turned out to be closed unread.
-    async fn proxy_request(&self, c: &mut Conn, info: RequestInfo) -> Next {
+    async fn proxy_request<S: Client>(&self, c: &mut Conn<S>, info: RequestInfo) -> Next {
         // A local answer leaves an unread request body behind: then the connection must close.
         let close_after_local = !info.keep_alive || info.body != BodyLen::None;
         // A local answer leaves the body unread: close gracefully.
@@ -668,7 +735,7 @@ impl H1Service {
                         pool,
                         slot.backend(),
                         &self.timeouts,
-                        proxy_protocol::endpoints(pool, c.peer_addr, c.local, &c.client),
+                        proxy_protocol::endpoints(pool, c.peer_addr, c.local, c.client.tcp()),
                     )
                     .await
                     {
@@ -685,7 +752,8 @@ impl H1Service {
                         // The backend is done: release its slot before a slow client reads.
                         drop(slot);
                         let idle = Limit::For(self.timeouts.idle);
-                        if write_all2(&c.client, &c.resp_head, &c.resp_body, idle)
+                        if c.client
+                            .write_all2(&c.resp_head, &c.resp_body, idle)
                             .await
                             .is_err()
                         {
@@ -723,9 +791,9 @@ impl H1Service {
     }
 
     /// One request/response exchange on `backend`.
-    async fn exchange(
+    async fn exchange<S: Client>(
         &self,
-        c: &mut Conn,
+        c: &mut Conn<S>,
         info: &RequestInfo,
         balancer: &Balancer,
         slot: &Slot,
@@ -741,6 +809,7 @@ impl H1Service {
                 .as_ref()
                 .zip(info.route)
                 .and_then(|(r, i)| r.route_response_headers(i)),
+            self.hsts::<S>(),
         ];
         let ops: &[Option<&tandem_config::HeaderOps>] = if ops.iter().any(Option::is_some) {
             &ops
@@ -752,7 +821,8 @@ impl H1Service {
         let started = self.measure_latency.then(std::time::Instant::now);
         // Nobody else will answer `Expect: 100-continue` (we do not forward it).
         if info.expect_continue && info.minor == 1 && info.body != BodyLen::None {
-            write_all(&c.client, b"HTTP/1.1 100 Continue\r\n\r\n", idle)
+            c.client
+                .write_all2(b"HTTP/1.1 100 Continue\r\n\r\n", &[], idle)
                 .await
                 .map_err(|_| Failure::Abort)?;
         }
@@ -771,7 +841,7 @@ impl H1Service {
                     copy_body(
                         &mut c.client,
                         &mut c.cbuf,
-                        &backend,
+                        &mut &backend,
                         info.body,
                         false,
                         &c.req_head,
@@ -954,7 +1024,7 @@ impl H1Service {
         match copy_body(
             &mut backend,
             &mut c.bbuf,
-            &c.client,
+            &mut c.client,
             resp.body,
             dechunk,
             &c.resp_head,
@@ -1001,9 +1071,9 @@ impl H1Service {
     /// `buffer_responses`: reads the whole body (`n` bytes) from the backend into
     /// `c.resp_body` and gives the backend connection back, so the caller can release the
     /// slot before writing to the client.
-    async fn buffer_response(
+    async fn buffer_response<S>(
         &self,
-        c: &mut Conn,
+        c: &mut Conn<S>,
         slot: &Slot,
         mut backend: TcpStream,
         n: u64,
@@ -1046,7 +1116,7 @@ impl H1Service {
 
     /// `buffer_requests`: reads a request body of `n` bytes (part may be in `c.cbuf`) before
     /// any backend is involved. `None` when the client went away or stalled (idle timeout).
-    async fn read_request_body(&self, c: &mut Conn, n: u64) -> Option<Vec<u8>> {
+    async fn read_request_body<S: Client>(&self, c: &mut Conn<S>, n: u64) -> Option<Vec<u8>> {
         let want = usize::try_from(n).ok()?;
         let mut body = Vec::with_capacity(want);
         let idle = Limit::For(self.timeouts.idle);
@@ -1065,15 +1135,16 @@ impl H1Service {
     }
 
     /// After `101 Switching Protocols`: relay bytes both ways until either side closes.
-    async fn tunnel(
+    async fn tunnel<S: Client>(
         &self,
-        c: &mut Conn,
+        c: &mut Conn<S>,
         mut backend: TcpStream,
         stats: &tandem_balance::BackendStats,
     ) -> Next {
         let idle = Limit::For(self.timeouts.idle);
         let to_client = c.bbuf.filled();
-        if write_all2(&c.client, &c.resp_head, to_client, idle)
+        if c.client
+            .write_all2(&c.resp_head, to_client, idle)
             .await
             .is_err()
         {
@@ -1130,7 +1201,7 @@ fn reason(status: u16) -> &'static str {
 impl H1Service {
     /// A route's own answer: a redirect (its Location was expanded into `c.req_head` by the
     /// head rewriter) or a fixed response.
-    async fn answer(&self, c: &Conn, route: usize, close: bool) {
+    async fn answer<S: Client>(&self, c: &mut Conn<S>, route: usize, close: bool) {
         let Some(action) = self.router.as_ref().and_then(|r| r.action(route)) else {
             return;
         };
@@ -1170,6 +1241,7 @@ impl H1Service {
                 ],
             );
         }
+        crate::route::push_ops(&mut head, &[self.hsts::<S>()]);
         if close {
             head.extend_from_slice(b"Connection: close\r\n");
         }
@@ -1177,23 +1249,34 @@ impl H1Service {
         if let Some(e) = &c.log {
             e.answered(status, body.len() as u64);
         }
-        let _ = write_all2(&c.client, &head, body, Limit::For(Duration::from_secs(5))).await;
+        let _ = c
+            .client
+            .write_all2(&head, body, Limit::For(Duration::from_secs(5)))
+            .await;
     }
 
     /// A short plain-text answer of tandem's own, counted in the service's stats (503s are
     /// counted where the balancer turns the request away).
-    async fn local(&self, c: &Conn, status: u16, body: &str, close: bool, retry_after: bool) {
+    async fn local<S: Client>(
+        &self,
+        c: &mut Conn<S>,
+        status: u16,
+        body: &str,
+        close: bool,
+        retry_after: bool,
+    ) {
         if let Some(e) = &c.log {
             e.answered(status, body.len() as u64);
         }
-        let client = &c.client;
+        let hsts = self.hsts::<S>();
+        let client = &mut c.client;
         let stats = &self.balancer.stats;
         match status {
             400 | 405 | 408 | 413 | 431 => stats.rejected.fetch_add(1, Ordering::Relaxed),
             502 | 504 => stats.backend_errors.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        write_local(client, status, body, close, retry_after).await;
+        write_local(client, status, body, close, retry_after, hsts).await;
     }
 }
 
@@ -1211,7 +1294,15 @@ fn request_line(head: &[u8]) -> String {
     String::from_utf8_lossy(line).into_owned()
 }
 
-async fn write_local(client: &TcpStream, status: u16, body: &str, close: bool, retry_after: bool) {
+/// A short plain-text answer; `extra`: header operations to apply (HSTS over TLS).
+async fn write_local<W: Sink>(
+    client: &mut W,
+    status: u16,
+    body: &str,
+    close: bool,
+    retry_after: bool,
+    extra: Option<&tandem_config::HeaderOps>,
+) {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(itoa_u64(u64::from(status), &mut [0; 20]));
@@ -1223,15 +1314,12 @@ async fn write_local(client: &TcpStream, status: u16, body: &str, close: bool, r
     if retry_after {
         head.extend_from_slice(b"Retry-After: 5\r\n");
     }
+    crate::route::push_ops(&mut head, &[extra]);
     if close {
         head.extend_from_slice(b"Connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    let _ = write_all2(
-        client,
-        &head,
-        body.as_bytes(),
-        Limit::For(Duration::from_secs(5)),
-    )
-    .await;
+    let _ = client
+        .write_all2(&head, body.as_bytes(), Limit::For(Duration::from_secs(5)))
+        .await;
 }

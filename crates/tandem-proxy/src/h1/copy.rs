@@ -3,11 +3,11 @@
 
 use std::io;
 
-use tokio::net::TcpStream;
+use tokio::io::AsyncRead;
 
 use super::chunked::{ChunkError, Chunked};
 use super::head::BodyLen;
-use super::io::{read_into, write_all2, Buf, Limit};
+use super::io::{read_into, Buf, Limit, Sink};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CopyError {
@@ -29,10 +29,10 @@ pub(crate) enum CopyError {
 /// chunked body (declared lengths are checked with the head); the chunk that would cross it is
 /// not forwarded. Returns the body bytes sent.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn copy_body(
-    src: &mut TcpStream,
+pub(crate) async fn copy_body<R: AsyncRead + Unpin, W: Sink>(
+    src: &mut R,
     buf: &mut Buf,
-    dst: &TcpStream,
+    dst: &mut W,
     len: BodyLen,
     dechunk: bool,
     head: &[u8],
@@ -43,7 +43,7 @@ pub(crate) async fn copy_body(
     let mut sent = 0u64;
     match len {
         BodyLen::None => {
-            write_all2(dst, head, &[], idle)
+            dst.write_all2(head, &[], idle)
                 .await
                 .map_err(CopyError::Write)?;
         }
@@ -53,7 +53,7 @@ pub(crate) async fn copy_body(
                 .len()
                 .min(usize::try_from(rem).unwrap_or(usize::MAX));
             if take > 0 || !head.is_empty() {
-                write_all2(dst, head, &buf.filled()[..take], idle)
+                dst.write_all2(head, &buf.filled()[..take], idle)
                     .await
                     .map_err(CopyError::Write)?;
                 head = &[];
@@ -88,7 +88,7 @@ pub(crate) async fn copy_body(
                         return Err(CopyError::TooLarge);
                     }
                     let out = if dechunk { &plain[..] } else { &filled[..used] };
-                    write_all2(dst, head, out, idle)
+                    dst.write_all2(head, out, idle)
                         .await
                         .map_err(CopyError::Write)?;
                     head = &[];
@@ -98,7 +98,7 @@ pub(crate) async fn copy_body(
                         break;
                     }
                 } else if !head.is_empty() {
-                    write_all2(dst, head, &[], idle)
+                    dst.write_all2(head, &[], idle)
                         .await
                         .map_err(CopyError::Write)?;
                     head = &[];
@@ -111,7 +111,7 @@ pub(crate) async fn copy_body(
         BodyLen::UntilClose => loop {
             if !buf.is_empty() || !head.is_empty() {
                 let n = buf.len();
-                write_all2(dst, head, buf.filled(), idle)
+                dst.write_all2(head, buf.filled(), idle)
                     .await
                     .map_err(CopyError::Write)?;
                 head = &[];

@@ -346,6 +346,8 @@ pub(crate) struct Rules<'a> {
     pub(crate) client: Option<std::net::IpAddr>,
     /// `max_request_body`.
     pub(crate) max_body: Option<u64>,
+    /// The client connection is TLS: the forwarding headers say `https`.
+    pub(crate) https: bool,
 }
 
 /// [`rewrite_request`], also finding what `persist` looks for (and, in cookie prefix mode,
@@ -585,8 +587,12 @@ pub(crate) fn rewrite_request_with(
         out.extend_from_slice(b"\r\n");
     }
     push_merged(out, b"X-Forwarded-For", xff.as_slice(), &[peer.ip()]);
-    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
-    // Forwarded: for=...;proto=http[;host="..."]
+    out.extend_from_slice(if rules.https {
+        &b"X-Forwarded-Proto: https\r\n"[..]
+    } else {
+        b"X-Forwarded-Proto: http\r\n"
+    });
+    // Forwarded: for=...;proto=http[s][;host="..."]
     let mut ours = Vec::with_capacity(64);
     ours.extend_from_slice(b"for=");
     if peer.v6 {
@@ -596,7 +602,11 @@ pub(crate) fn rewrite_request_with(
     } else {
         ours.extend_from_slice(peer.ip());
     }
-    ours.extend_from_slice(b";proto=http");
+    ours.extend_from_slice(if rules.https {
+        &b";proto=https"[..]
+    } else {
+        b";proto=http"
+    });
     if !host.is_empty()
         && host
             .iter()
@@ -861,6 +871,28 @@ mod tests {
             "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nX-Forwarded-For: 192.0.2.7\r\n\
              X-Forwarded-Proto: http\r\nForwarded: for=192.0.2.7;proto=http;host=\"example.com\"\r\n\
              Via: 1.1 tandem\r\n\r\n"
+        );
+    }
+
+    /// A request that came over TLS says so to the backend, replacing what the client
+    /// claimed.
+    #[test]
+    fn tls_clients_are_forwarded_as_https() {
+        let raw = "GET / HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-Proto: http\r\n\r\n";
+        let mut out = Vec::new();
+        let rules = Rules {
+            https: true,
+            ..Rules::default()
+        };
+        rewrite_request_with(raw.as_bytes(), &peer(), &mut local, &mut out, &rules)
+            .expect("ok")
+            .expect("complete");
+        let out = String::from_utf8(out).expect("utf8");
+        assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
+        assert!(!out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
+        assert!(
+            out.contains("Forwarded: for=192.0.2.7;proto=https;host=\"example.com\"\r\n"),
+            "{out}"
         );
     }
 

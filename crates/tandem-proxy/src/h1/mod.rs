@@ -3,7 +3,8 @@
 //! One task per client connection owns both sockets: it reads a request head, writes the
 //! rewritten head to a pooled backend connection, relays the body, reads the response head and
 //! relays the response — no header maps, no channels between tasks, and in the common case
-//! exactly one read and one write per direction. HTTP/2 from clients is handed to hyper.
+//! exactly one read and one write per direction. HTTP/2 from clients is handed to hyper. Clients
+//! come over TCP or, decrypted, over TLS (see [`io::Client`]); backends are plain TCP.
 //! Why not hyper for HTTP/1 too: see the README's architecture section (it cost ~50% more CPU
 //! per request than HAProxy on the benchmark).
 
