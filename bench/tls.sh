@@ -429,7 +429,7 @@ fi
 cat >"$TMP/meta.md" <<EOF
 - date: $STAMP; tandem: $TANDEM_V (git $GITREV)
 - machine: $NCPU CPUs ($MODEL), $MEM RAM, kernel $(uname -r); load average at start: $LOAD1
-- HAProxy $HAPROXY_V, nginx $NGINX_V, wrk $WRK_V, h2load $H2LOAD_V, OpenSSL $OPENSSL_V (clients, HAProxy, nginx); tandem: rustls + ring
+- HAProxy $HAPROXY_V, nginx $NGINX_V, wrk $WRK_V, h2load $H2LOAD_V, OpenSSL $OPENSSL_V (clients, HAProxy, nginx); tandem: rustls + aws-lc-rs
 - rounds: $ROUNDS × ${DURATION}s per target and scenario (+${WARMUP}s warm-up), medians shown; a fresh proxy per run
 - wrk -t1 -c$CONNS (keep-alive, route), wrk -t1 -c$HS_CONNS -H 'Connection: close' (hs), h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS (h2,
   offering only TLS_AES_256_GCM_SHA384, which wrk gets from every proxy: h2load's own first choice is AES-128, which

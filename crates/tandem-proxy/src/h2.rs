@@ -609,8 +609,8 @@ impl H2Service {
         client: Option<Addresses>,
     ) -> Result<Response<ProxyBody>, Lost> {
         let backend = Arc::clone(slot.backend());
-        let started = self.measure_latency.then(std::time::Instant::now);
         let sent = std::time::Instant::now();
+        let started = self.measure_latency.then_some(sent);
         let pool = &balancer.pool;
         match self
             .upstreams
@@ -740,8 +740,17 @@ fn prepare_request(
         }
     }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.uri = Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"));
+        // Origin form: the request's own path and query (a shared buffer: cloning it copies
+        // nothing, where parsing its text again allocated on every HTTP/2 request).
+        let mut origin = http::uri::Parts::default();
+        origin.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        parts.uri = Uri::from_parts(origin).unwrap_or_else(|_| Uri::from_static("/"));
     }
     let host = parts.headers.get(header::HOST).cloned();
     headers::add_forwarding(&mut parts.headers, peer, proto, host.as_ref(), received);

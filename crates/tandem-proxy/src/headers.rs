@@ -21,15 +21,29 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Remove hop-by-hop headers, including any header the `Connection` header names. (Used for
 /// HTTP/2 clients, which cannot upgrade, so `Upgrade` always goes.)
+///
+/// Runs twice per proxied request (request and response): a `Connection` header that names
+/// only headers removed anyway (`keep-alive`, what backends send) is handled without
+/// allocating; only other names are collected.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+        let mut named: Vec<HeaderName> = Vec::new();
+        for token in headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
+            .map(str::trim)
+        {
+            let removed_anyway = HOP_BY_HOP
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_str()));
+            if !removed_anyway {
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
         for name in named {
             headers.remove(&name);
         }
@@ -51,23 +65,37 @@ fn via_token(version: Version) -> &'static str {
 
 /// Append our hop to `Via` (RFC 9110 §7.6.3).
 pub fn append_via(headers: &mut HeaderMap, received: Version) {
-    append_list(headers, header::VIA, via_token(received));
+    let token = via_token(received);
+    if !headers.contains_key(header::VIA) {
+        // The common case (no proxy before us): a static value, no allocation.
+        headers.insert(header::VIA, HeaderValue::from_static(token));
+        return;
+    }
+    append_list(headers, header::VIA, token.as_bytes());
 }
 
 /// Append `value` to a comma-separated list header, folding existing lines into one so a
-/// backend that reads only the first line still sees every hop.
-fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let mut joined = String::new();
-    for v in headers.get_all(&name).iter() {
-        if let Ok(s) = v.to_str() {
-            joined.push_str(s);
-            joined.push_str(", ");
-        }
+/// backend that reads only the first line still sees every hop. The new value is built in one
+/// buffer of the right size and handed to the header without another copy (this runs for
+/// several headers on every request).
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
+    let existing = || headers.get_all(&name).iter().filter(|v| v.to_str().is_ok());
+    let len = existing().map(|v| v.len() + 2).sum::<usize>() + value.len();
+    let mut joined = Vec::with_capacity(len);
+    for v in existing() {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
     }
-    joined.push_str(value);
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    joined.extend_from_slice(value);
+    if let Some(v) = header_value(joined) {
         headers.insert(name, v);
     }
+}
+
+/// A header value from bytes we assembled, without copying them again (`from_str` would copy
+/// into a new buffer). The same check as `from_str`: `None` for bytes no header may carry.
+fn header_value(bytes: Vec<u8>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes)).ok()
 }
 
 /// Tell the backend who the client is: `X-Forwarded-For` (appended), `X-Forwarded-Proto`
@@ -80,34 +108,49 @@ pub fn add_forwarding(
     host: Option<&HeaderValue>,
     received: Version,
 ) {
+    use std::io::Write as _;
     let ip = client.ip();
-    let ip_text = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => v6.to_string(),
+    // The address as text, on the stack (no allocation; 45 bytes is the longest IPv6 form).
+    let mut ip_buf = [0u8; 64];
+    let ip_len = {
+        let mut w: &mut [u8] = &mut ip_buf[..];
+        let _ = write!(w, "{ip}");
+        64 - w.len()
     };
-    append_list(
-        headers,
-        HeaderName::from_static("x-forwarded-for"),
-        &ip_text,
-    );
+    let ip_text = &ip_buf[..ip_len];
+    append_list(headers, HeaderName::from_static("x-forwarded-for"), ip_text);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(proto),
     );
-    let mut fwd = match ip {
-        IpAddr::V4(_) => format!("for={ip_text};proto={proto}"),
-        IpAddr::V6(_) => format!("for=\"[{ip_text}]\";proto={proto}"),
-    };
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
-        if h.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
-            fwd.push_str(";host=\"");
-            fwd.push_str(h);
-            fwd.push('"');
+    let host = host.map(HeaderValue::as_bytes).filter(|h| {
+        h.iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    });
+    let mut fwd = Vec::with_capacity(ip_len + proto.len() + host.map_or(0, |h| h.len()) + 24);
+    match ip {
+        IpAddr::V4(_) => {
+            fwd.extend_from_slice(b"for=");
+            fwd.extend_from_slice(ip_text);
+        }
+        IpAddr::V6(_) => {
+            fwd.extend_from_slice(b"for=\"[");
+            fwd.extend_from_slice(ip_text);
+            fwd.extend_from_slice(b"]\"");
         }
     }
-    append_list(headers, header::FORWARDED, &fwd);
+    fwd.extend_from_slice(b";proto=");
+    fwd.extend_from_slice(proto.as_bytes());
+    if let Some(h) = host {
+        fwd.extend_from_slice(b";host=\"");
+        fwd.extend_from_slice(h);
+        fwd.push(b'"');
+    }
+    if headers.contains_key(header::FORWARDED) {
+        append_list(headers, header::FORWARDED, &fwd);
+    } else if let Some(v) = header_value(fwd) {
+        headers.insert(header::FORWARDED, v);
+    }
     append_via(headers, received);
 }
 

@@ -129,7 +129,7 @@ impl ResolvesServerCert for Resolver {
 
 /// The rustls configuration of a service.
 pub(crate) fn server_config(tls: &Tls, certs: &Arc<Certificates>) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
@@ -137,12 +137,12 @@ pub(crate) fn server_config(tls: &Tls, certs: &Arc<Certificates>) -> Arc<rustls:
     let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap_or_else(|_| {
-            // The ring provider supports both versions; only a build without them gets here.
+            // The aws-lc-rs provider supports both versions; only a build without them gets here.
             rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
+                rustls::crypto::aws_lc_rs::default_provider(),
             ))
             .with_safe_default_protocol_versions()
-            .expect("the ring provider supports the default versions")
+            .expect("the aws-lc-rs provider supports the default versions")
         });
     let mut cfg = builder
         .with_no_client_auth()

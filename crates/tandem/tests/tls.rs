@@ -229,7 +229,7 @@ async fn proto_backend(
     let addr = listener.local_addr().expect("addr");
     let acceptor = tls.map(|(cert, key)| {
         let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("versions")

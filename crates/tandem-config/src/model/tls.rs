@@ -57,7 +57,7 @@ pub fn load_certified_key(
         // pki-types' errors never contain key material.
         format!("private key file {}: {e}", c.key.display())
     })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| {
         format!(
             "private key file {}: unsupported key ({e})",
             c.key.display()

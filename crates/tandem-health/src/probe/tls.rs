@@ -1,11 +1,12 @@
 //! TLS for the `https` probe: the client configuration (built once per check) and the
 //! handshake (once per probe).
 //!
-//! rustls with the *ring* provider, chosen explicitly rather than through a process-wide default,
-//! so this crate never depends on what another part of tandem installed. Trust comes from
-//! `ca_file` when set, else from the operating system's store (`rustls-native-certs`: the
-//! `/etc/ssl/certs` bundle on Debian, which `ca-certificates` maintains), loaded once per
-//! process. `tls_verify = false` swaps in a verifier that accepts any certificate.
+//! rustls with the *aws-lc-rs* provider (the one TLS termination uses), chosen explicitly
+//! rather than through a process-wide default, so this crate never depends on what another part
+//! of tandem installed. Trust comes from `ca_file` when set, else from the operating system's
+//! store (`rustls-native-certs`: the `/etc/ssl/certs` bundle on Debian, which `ca-certificates`
+//! maintains), loaded once per process. `tls_verify = false` swaps in a verifier that accepts any
+//! certificate.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring, CryptoProvider};
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -29,7 +30,7 @@ pub(super) fn client_config(
     verify: bool,
     ca_file: Option<&Path>,
 ) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(ring::default_provider());
+    let provider = Arc::new(aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls setup: {e}"))?;
