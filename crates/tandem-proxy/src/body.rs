@@ -65,6 +65,28 @@ pub(crate) enum ProxyBody {
     /// it, which clients report as an error instead of the status).
     Refused(Option<Bytes>, #[allow(dead_code)] Incoming),
     Upstream(UpstreamBody),
+    /// Any of the above, with the access log line written once the body is sent (or dropped
+    /// half-way): its `bytes` and `duration` are then what the client really got.
+    Logged(Box<Logged>),
+}
+
+pub(crate) struct Logged {
+    pub(crate) inner: ProxyBody,
+    pub(crate) log: crate::access_log::AccessLog,
+    /// Complete but for `bytes` and `duration`, set when the line is written.
+    pub(crate) record: Option<crate::access_log::Record>,
+    pub(crate) started: std::time::Instant,
+    pub(crate) bytes: u64,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.bytes = self.bytes;
+            record.duration = self.started.elapsed();
+            self.log.log(record);
+        }
+    }
 }
 
 /// What a finished backend response gives back: the connection to its pool and the slot to
@@ -165,6 +187,15 @@ impl Body for ProxyBody {
                 }
                 r.map(|o| o.map(|res| res.map_err(BoxError::from)))
             }
+            ProxyBody::Logged(l) => {
+                let r = Pin::new(&mut l.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &r {
+                    if let Some(d) = frame.data_ref() {
+                        l.bytes += d.len() as u64;
+                    }
+                }
+                r
+            }
         }
     }
 
@@ -172,6 +203,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Local(d) | ProxyBody::Refused(d, _) => d.is_none(),
             ProxyBody::Upstream(up) => up.inner.is_end_stream(),
+            ProxyBody::Logged(l) => l.inner.is_end_stream(),
         }
     }
 
@@ -182,6 +214,7 @@ impl Body for ProxyBody {
             }
             ProxyBody::Local(None) | ProxyBody::Refused(None, _) => SizeHint::with_exact(0),
             ProxyBody::Upstream(up) => up.inner.size_hint(),
+            ProxyBody::Logged(l) => l.inner.size_hint(),
         }
     }
 }

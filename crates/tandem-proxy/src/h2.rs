@@ -295,24 +295,28 @@ impl H2Service {
         };
         let resp = self.serve_request(req, peer, https, client).await;
         let answered = resp.extensions().get::<Answered>().copied();
-        log.log(crate::access_log::Record {
+        let record = crate::access_log::Record {
             at: std::time::SystemTime::now(),
             client: peer.ip(),
             request,
             protocol,
             status: resp.status().as_u16(),
-            // The body is still to be streamed: its declared length.
-            bytes: resp
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0),
+            // Both set when the body has been sent (see `Logged`).
+            bytes: 0,
+            duration: std::time::Duration::ZERO,
             bytes_in: 0,
             backend: answered.map(|a| a.backend),
-            duration: started.elapsed(),
             backend_time: answered.map(|a| a.after),
-        });
-        resp
+        };
+        resp.map(|inner| {
+            ProxyBody::Logged(Box::new(crate::body::Logged {
+                inner,
+                log: log.clone(),
+                record: Some(record),
+                started,
+                bytes: 0,
+            }))
+        })
     }
 
     async fn serve_request(

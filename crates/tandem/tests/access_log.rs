@@ -107,6 +107,9 @@ access_log = {{ path = "{tcp_log}" }}
     assert_eq!(h2["protocol"], "HTTP/2", "{h2}");
     assert_eq!(h2["request"], "GET /h2", "{h2}");
     assert_eq!(h2["status"], 200, "{h2}");
+    // Counted as sent (the line is written once the body is out), not taken from a header.
+    assert_eq!(h2["bytes"], 5, "{h2}");
+    assert_eq!(h2["backend"], web.addr.to_string(), "{h2}");
 
     // TCP: one line per connection, common format.
     {

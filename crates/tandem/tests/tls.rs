@@ -366,7 +366,7 @@ async fn tls_client(
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert.der().clone()).expect("root");
     let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("versions")
