@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::slot::Slot;
-use crate::upstream::{Sender, Upstreams};
+use crate::upstream::{Conn, Upstreams};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -92,7 +92,8 @@ impl Drop for Logged {
 /// What a finished backend response gives back: the connection to its pool and the slot to
 /// the scheduler. Held by the body so `active` counts a request until its last byte.
 pub(crate) struct Finish {
-    pub(crate) sender: Sender,
+    /// hyper's connection handle; `None` for a native one, which the body holds.
+    pub(crate) sender: Option<Conn>,
     pub(crate) upstreams: Arc<Upstreams>,
     /// The pool the connection was made for (its idle connections are kept per pool).
     pub(crate) pool: Arc<tandem_balance::PoolRuntime>,
@@ -100,14 +101,50 @@ pub(crate) struct Finish {
     pub(crate) slot: Slot,
 }
 
+/// A backend's response body: read by hyper's client (TLS or HTTP/2 pools) or by
+/// [`crate::h1_upstream`] (cleartext HTTP/1.1).
+pub(crate) enum BackendBody {
+    Hyper(Incoming),
+    Native(crate::h1_upstream::NativeBody),
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            BackendBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            BackendBody::Native(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            BackendBody::Hyper(b) => b.is_end_stream(),
+            BackendBody::Native(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            BackendBody::Hyper(b) => b.size_hint(),
+            BackendBody::Native(b) => b.size_hint(),
+        }
+    }
+}
+
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    inner: BackendBody,
     finish: Option<Finish>,
     bytes: u64,
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, finish: Finish) -> Self {
+    pub(crate) fn new(inner: BackendBody, finish: Finish) -> Self {
         let mut body = UpstreamBody {
             inner,
             finish: Some(finish),
@@ -128,7 +165,14 @@ impl UpstreamBody {
                 .stats
                 .bytes_out
                 .fetch_add(self.bytes, Ordering::Relaxed);
-            f.upstreams.checkin(&f.pool.name, f.addr, f.sender);
+            let sender = match (f.sender, &mut self.inner) {
+                (Some(s), _) => Some(s),
+                (None, BackendBody::Native(b)) => b.take_reusable().map(Conn::Native),
+                (None, BackendBody::Hyper(_)) => None,
+            };
+            if let Some(sender) = sender {
+                f.upstreams.checkin(&f.pool.name, f.addr, sender);
+            }
         }
     }
 }
@@ -185,7 +229,7 @@ impl Body for ProxyBody {
                     }
                     Poll::Pending => {}
                 }
-                r.map(|o| o.map(|res| res.map_err(BoxError::from)))
+                r
             }
             ProxyBody::Logged(l) => {
                 let r = Pin::new(&mut l.inner).poll_frame(cx);

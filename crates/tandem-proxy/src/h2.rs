@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::activity::{Activity, ActivityIo, Prefixed};
-use crate::body::{Finish, ProxyBody, RequestBody, UpstreamBody};
+use crate::body::{BackendBody, Finish, ProxyBody, RequestBody, UpstreamBody};
 use crate::headers;
 use crate::proxy_protocol::Addresses;
 use crate::slot::{Acquired, Balancer, Slot};
@@ -347,7 +347,11 @@ impl H2Service {
             None
         };
         // Only an idempotent request without a body may be sent again after a backend saw it.
-        let replay = Replay::of(&req);
+        // The native client gives a request back after a failure; hyper's keeps it, so for
+        // its pools the head is copied first.
+        let replayable = Replay::allowed(&req);
+        let replay =
+            (replayable && !crate::upstream::is_native(&balancer.pool)).then(|| Replay::of(&req));
         let mut req = match self.max_body {
             None => req.map(RequestBody::Client),
             Some(max) => match self.limit_body(req, max).await {
@@ -382,7 +386,7 @@ impl H2Service {
                 persist_request_header(p, id, req.headers_mut());
             }
             match self
-                .forward(balancer, req, slot, deadline, replay.is_some(), client)
+                .forward(balancer, req, slot, deadline, replayable, client)
                 .await
             {
                 Ok(mut resp) => {
@@ -394,15 +398,18 @@ impl H2Service {
                 }
                 // A connect failure: the backend never saw the request; always safe.
                 Err(Lost::Unsent(unsent)) => req = *unsent,
-                Err(Lost::NoResponse(error)) => {
-                    let again = match &replay {
-                        Some(r)
-                            if error.replayable()
-                                && replays < pool.retries.max
-                                && pool.budget.try_spend() =>
-                        {
-                            r.request()
+                Err(Lost::NoResponse(error, seen)) => {
+                    let retry = replayable
+                        && error.replayable()
+                        && replays < pool.retries.max
+                        && pool.budget.try_spend();
+                    let again = match (retry, seen, &replay) {
+                        (true, Some(seen), _) => {
+                            let mut r = *seen;
+                            *r.body_mut() = RequestBody::Empty;
+                            r
                         }
+                        (true, None, Some(copy)) => copy.request(),
                         _ => {
                             last = Some(error);
                             break;
@@ -626,7 +633,10 @@ impl H2Service {
                     backend.record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
                 }
                 let (mut parts, body) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
+                if matches!(body, BackendBody::Hyper(_)) {
+                    // (The native client keeps only the message's own headers.)
+                    headers::strip_hop_by_hop(&mut parts.headers);
+                }
                 headers::append_via(&mut parts.headers, parts.version);
                 let finish = Finish {
                     sender,
@@ -644,7 +654,11 @@ impl H2Service {
                 let body = ProxyBody::Upstream(UpstreamBody::new(body, finish));
                 Ok(Response::from_parts(parts, body))
             }
-            Err(Failed { error, unsent }) => {
+            Err(Failed {
+                error,
+                unsent,
+                seen,
+            }) => {
                 // Connect failures were counted (and logged) where they happened.
                 if !matches!(error, UpstreamError::Connect(_)) {
                     backend.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -652,7 +666,7 @@ impl H2Service {
                 }
                 match unsent {
                     Some(req) => Err(Lost::Unsent(Box::new(req))),
-                    None => Err(Lost::NoResponse(error)),
+                    None => Err(Lost::NoResponse(error, seen.map(Box::new))),
                 }
             }
         }
@@ -675,8 +689,9 @@ enum Lost {
     /// The backend never saw it (connect failed, or found dead before sending): here it is.
     /// (Boxed: only the failure path pays for moving it.)
     Unsent(Box<Request<RequestBody>>),
-    /// It was sent (at least in part) and no response came.
-    NoResponse(UpstreamError),
+    /// It was sent (at least in part) and no response came; the request, if the client gave
+    /// it back.
+    NoResponse(UpstreamError, Option<Box<Request<RequestBody>>>),
 }
 
 impl UpstreamError {
@@ -684,7 +699,13 @@ impl UpstreamError {
     /// body): no response came at all. A slow backend (response timeout) is not retried:
     /// replaying would add load to a pool that is already struggling.
     fn replayable(&self) -> bool {
-        matches!(self, UpstreamError::Send(_) | UpstreamError::Gone)
+        use crate::h1_upstream::ExchangeError;
+        matches!(
+            self,
+            UpstreamError::Send(_)
+                | UpstreamError::Gone
+                | UpstreamError::Exchange(ExchangeError::Closed | ExchangeError::Io(_))
+        )
     }
 }
 
@@ -696,7 +717,8 @@ struct Replay {
 }
 
 impl Replay {
-    fn of(req: &Request<Incoming>) -> Option<Replay> {
+    /// Whether `req` may be sent again: idempotent, without a body.
+    fn allowed(req: &Request<Incoming>) -> bool {
         use hyper::body::Body as _;
         let idempotent = matches!(
             *req.method(),
@@ -707,11 +729,15 @@ impl Replay {
                 | http::Method::DELETE
                 | http::Method::TRACE
         );
-        (idempotent && req.body().is_end_stream()).then(|| Replay {
+        idempotent && req.body().is_end_stream()
+    }
+
+    fn of(req: &Request<Incoming>) -> Replay {
+        Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             headers: req.headers().clone(),
-        })
+        }
     }
 
     fn request(&self) -> Request<RequestBody> {

@@ -12,6 +12,7 @@ mod body;
 mod connect;
 mod dataplane;
 mod h1;
+mod h1_upstream;
 mod h2;
 pub mod headers;
 mod listener;

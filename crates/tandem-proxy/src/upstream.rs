@@ -11,14 +11,13 @@ use std::sync::Mutex;
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tandem_balance::{BackendRuntime, PoolRuntime};
 use tandem_config::{BackendProtocol, BackendTls};
 
-use crate::body::RequestBody;
+use crate::body::{BackendBody, RequestBody};
 use crate::proxy_protocol::Addresses;
 use tandem_config::Timeouts;
 use tokio::time::Instant;
@@ -28,6 +27,22 @@ use tokio::time::Instant;
 pub(crate) enum Sender {
     H1(http1::SendRequest<RequestBody>),
     H2(http2::SendRequest<RequestBody>),
+}
+
+/// A pooled backend connection: one of hyper's, or a cleartext HTTP/1.1 connection spoken to
+/// by [`crate::h1_upstream`] (idle between requests). A pool only ever holds one kind.
+pub(crate) enum Conn {
+    Hyper(Sender),
+    Native(Box<crate::h1_upstream::NativeConn>),
+}
+
+impl Conn {
+    fn is_closed(&self) -> bool {
+        match self {
+            Conn::Hyper(s) => s.is_closed(),
+            Conn::Native(c) => !c.still_idle(),
+        }
+    }
 }
 
 impl Sender {
@@ -63,19 +78,30 @@ pub(crate) enum UpstreamError {
     ResponseTimeout,
     #[error("backend found dead while the request waited")]
     Gone,
+    #[error("{0}")]
+    Exchange(crate::h1_upstream::ExchangeError),
 }
 
 /// A failed exchange; `unsent` holds the request when the backend never saw any of it.
 pub(crate) struct Failed {
     pub(crate) error: UpstreamError,
     pub(crate) unsent: Option<Request<RequestBody>>,
+    /// The request after the backend saw it (its body, if any, consumed): the native client
+    /// gives it back, so replaying a body-less request needs no copy of its head. (hyper's
+    /// client keeps it.)
+    pub(crate) seen: Option<Request<RequestBody>>,
+}
+
+/// Whether `pool`'s requests go through [`crate::h1_upstream`] rather than hyper's client.
+pub(crate) fn is_native(pool: &PoolRuntime) -> bool {
+    pool.protocol == BackendProtocol::Http1 && pool.tls.is_none()
 }
 
 pub(crate) struct Upstreams {
     /// Per pool, then per backend address: a connection made for one pool (its TLS name and
     /// verification, its protocol) is never reused for another pool that lists the same
     /// address.
-    idle: HashMap<String, HashMap<SocketAddr, Mutex<Vec<Sender>>>>,
+    idle: HashMap<String, HashMap<SocketAddr, Mutex<Vec<Conn>>>>,
     timeouts: Timeouts,
     /// Per pool name: the TLS client configuration of pools with `tls`.
     tls: HashMap<String, Arc<rustls::ClientConfig>>,
@@ -179,7 +205,7 @@ impl Upstreams {
         timeouts: Timeouts,
         tls: HashMap<String, Arc<rustls::ClientConfig>>,
     ) -> Self {
-        let mut idle: HashMap<String, HashMap<SocketAddr, Mutex<Vec<Sender>>>> = HashMap::new();
+        let mut idle: HashMap<String, HashMap<SocketAddr, Mutex<Vec<Conn>>>> = HashMap::new();
         for (pool, a) in addrs {
             idle.entry(pool)
                 .or_default()
@@ -192,11 +218,11 @@ impl Upstreams {
         }
     }
 
-    fn slot(&self, pool: &str, addr: SocketAddr) -> Option<&Mutex<Vec<Sender>>> {
+    fn slot(&self, pool: &str, addr: SocketAddr) -> Option<&Mutex<Vec<Conn>>> {
         self.idle.get(pool)?.get(&addr)
     }
 
-    fn checkout(&self, pool: &str, addr: SocketAddr) -> Option<Sender> {
+    fn checkout(&self, pool: &str, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self
             .slot(pool, addr)?
             .lock()
@@ -206,8 +232,8 @@ impl Upstreams {
                 continue;
             }
             // HTTP/2: the connection serves every request at once; it stays in the pool.
-            if let Sender::H2(h2) = &s {
-                let shared = Sender::H2(h2.clone());
+            if let Conn::Hyper(Sender::H2(h2)) = &s {
+                let shared = Conn::Hyper(Sender::H2(h2.clone()));
                 idle.push(s);
                 return Some(shared);
             }
@@ -217,12 +243,12 @@ impl Upstreams {
     }
 
     /// Return a connection whose response has been read completely.
-    pub(crate) fn checkin(&self, pool: &str, addr: SocketAddr, sender: Sender) {
+    pub(crate) fn checkin(&self, pool: &str, addr: SocketAddr, sender: Conn) {
         if sender.is_closed() {
             return;
         }
         // An HTTP/2 connection never left the pool.
-        if matches!(sender, Sender::H2(_)) {
+        if matches!(sender, Conn::Hyper(Sender::H2(_))) {
             return;
         }
         if let Some(idle) = self.slot(pool, addr) {
@@ -308,7 +334,7 @@ impl Upstreams {
                     if let Sender::H2(s) = &sender {
                         idle.lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .push(Sender::H2(s.clone()));
+                            .push(Conn::Hyper(Sender::H2(s.clone())));
                     }
                 }
                 Ok(sender)
@@ -335,16 +361,22 @@ impl Upstreams {
         deadline: Instant,
         abandon_if_gone: bool,
         client: Option<Addresses>,
-    ) -> Result<(Response<Incoming>, Sender), Failed> {
+    ) -> Result<(Response<BackendBody>, Option<Conn>), Failed> {
+        if is_native(pool) {
+            return self
+                .send_native(pool, backend, req, deadline, abandon_if_gone, client)
+                .await;
+        }
         loop {
             let (mut sender, pooled) = match self.checkout(&pool.name, backend.address) {
-                Some(s) => (s, true),
-                None => match self.connect(pool, backend, client).await {
+                Some(Conn::Hyper(s)) => (s, true),
+                Some(Conn::Native(_)) | None => match self.connect(pool, backend, client).await {
                     Ok(s) => (s, false),
                     Err(error) => {
                         return Err(Failed {
                             error,
                             unsent: Some(req),
+                            seen: None,
                         })
                     }
                 },
@@ -359,6 +391,7 @@ impl Upstreams {
                 return Err(Failed {
                     error: UpstreamError::Gone,
                     unsent: Some(req),
+                    seen: None,
                 });
             }
             let send = async {
@@ -376,6 +409,7 @@ impl Upstreams {
                         return Err(Failed {
                             error: UpstreamError::Gone,
                             unsent: None,
+                            seen: None,
                         })
                     }
                 }
@@ -387,18 +421,115 @@ impl Upstreams {
                     return Err(Failed {
                         error: UpstreamError::ResponseTimeout,
                         unsent: None,
+                        seen: None,
                     })
                 }
-                Ok(Ok(resp)) => return Ok((resp, sender)),
+                Ok(Ok(resp)) => {
+                    return Ok((resp.map(BackendBody::Hyper), Some(Conn::Hyper(sender))))
+                }
                 Ok(Err(mut e)) => match e.take_message() {
                     Some(unsent) if pooled => req = unsent,
                     unsent => {
                         return Err(Failed {
                             error: UpstreamError::Send(e.into_error()),
                             unsent,
+                            seen: None,
                         })
                     }
                 },
+            }
+        }
+    }
+
+    /// [`send`](Self::send) for cleartext HTTP/1.1 pools: the exchange runs in the caller's
+    /// task (see [`crate::h1_upstream`]). The same rules: a pooled connection found closed
+    /// before the backend saw the request is replaced by a new one; a connect failure returns
+    /// the request.
+    async fn send_native(
+        &self,
+        pool: &PoolRuntime,
+        backend: &BackendRuntime,
+        mut req: Request<RequestBody>,
+        deadline: Instant,
+        abandon_if_gone: bool,
+        client: Option<Addresses>,
+    ) -> Result<(Response<BackendBody>, Option<Conn>), Failed> {
+        loop {
+            let pooled = match self.checkout(&pool.name, backend.address) {
+                Some(Conn::Native(s)) => Some(s),
+                _ => None,
+            };
+            let (stream, pooled) = match pooled {
+                Some(s) => (s, true),
+                None => {
+                    match crate::connect::connect(pool, backend, &self.timeouts, client).await {
+                        Ok(s) => (crate::h1_upstream::NativeConn::new(s), false),
+                        Err(e) => {
+                            return Err(Failed {
+                                error: UpstreamError::Connect(e),
+                                unsent: Some(req),
+                                seen: None,
+                            })
+                        }
+                    }
+                }
+            };
+            // Watch first, then look: a death between the two is never missed.
+            let gone = backend.gone();
+            tokio::pin!(gone);
+            if abandon_if_gone && backend.is_gone() {
+                return Err(Failed {
+                    error: UpstreamError::Gone,
+                    unsent: Some(req),
+                    seen: None,
+                });
+            }
+            let outcome = {
+                let exchange = tokio::time::timeout_at(
+                    deadline,
+                    crate::h1_upstream::exchange(stream, &mut req),
+                );
+                if abandon_if_gone {
+                    tokio::select! {
+                        biased;
+                        r = exchange => Some(r),
+                        () = &mut gone => None,
+                    }
+                } else {
+                    Some(exchange.await)
+                }
+            };
+            match outcome {
+                None => {
+                    return Err(Failed {
+                        error: UpstreamError::Gone,
+                        unsent: None,
+                        seen: Some(req),
+                    })
+                }
+                Some(Err(_)) => {
+                    return Err(Failed {
+                        error: UpstreamError::ResponseTimeout,
+                        unsent: None,
+                        seen: Some(req),
+                    })
+                }
+                Some(Ok(Ok(resp))) => return Ok((resp.map(BackendBody::Native), None)),
+                Some(Ok(Err((_, true)))) if pooled => continue,
+                Some(Ok(Err((error, true)))) => {
+                    return Err(Failed {
+                        error: UpstreamError::Exchange(error),
+                        unsent: Some(req),
+                        seen: None,
+                    })
+                }
+                Some(Ok(Err((error, false)))) => {
+                    return Err(Failed {
+                        error: UpstreamError::Exchange(error),
+                        unsent: None,
+                        seen: Some(req),
+                    })
+                }
             }
         }
     }

@@ -1510,3 +1510,159 @@ async fn repeated_and_large_headers_pass_intact_both_ways() {
         "repeated request header mangled: {dups:?}"
     );
 }
+
+/// A request body of unknown length (no size hint), sent as two DATA frames.
+struct UnsizedBody(Vec<Bytes>);
+
+impl hyper::body::Body for UnsizedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = (!self.0.is_empty()).then(|| Ok(hyper::body::Frame::data(self.0.remove(0))));
+        std::task::Poll::Ready(next)
+    }
+}
+
+// N = 131
+/// HTTP/2 clients reach HTTP/1.1 backends through tandem's own client (not hyper's): every
+/// framing a backend may answer with arrives intact over h2, and none of it desynchronises the
+/// pooled connection; a request body of unknown length goes to the backend chunked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_clients_get_every_http1_framing_through_the_native_client() {
+    let n = 131;
+    let backend = scripted_backend(n, |method, path| {
+        let r: &[u8] = match (method, path) {
+            (_, "/chunked") => {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\r\n\
+                  005;name=value\r\nhello\r\n00A\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n"
+            }
+            (_, "/hints") => {
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhints"
+            }
+            (_, "/204") => b"HTTP/1.1 204 No Content\r\nX-R: 204\r\n\r\n",
+            (_, "/304") => {
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 1000\r\n\r\n"
+            }
+            ("HEAD", _) => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nplain",
+        };
+        Some(r.to_vec())
+    })
+    .await;
+    // An HTTP/1.0-style backend: no length, the body ends when the connection does.
+    let old = RawBackend::start(ip(n), |mut s| async move {
+        if read_head(&mut s).await.is_none() {
+            return;
+        }
+        let _ = s
+            .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
+            .await;
+    })
+    .await;
+    let seen = seen();
+    let echo = recording_echo_backend(n, Arc::clone(&seen)).await;
+    let listen = addr(n, 8080);
+    let cfg = config(n, "http", &[backend.addr], "", "").replace("workers = 2", "workers = 1");
+    let _t = Tandem::run("h2-native", &cfg, &[listen]).await;
+    let h2 = ["--http2-prior-knowledge"];
+    let url = |p: &str| format!("http://{listen}{p}");
+    for round in 0..2 {
+        let r = get(&url("/chunked"), &h2).await;
+        assert_eq!(r.version, "HTTP/2", "{r:?}");
+        assert_eq!(
+            (r.status, r.body_text().as_str()),
+            (200, "hello0123456789"),
+            "round {round}: {r:?}"
+        );
+        assert_eq!(
+            r.header("x-hop"),
+            None,
+            "a header named by Connection was forwarded"
+        );
+        let r = get(&url("/hints"), &h2).await;
+        assert_eq!((r.status, r.body_text().as_str()), (200, "hints"), "{r:?}");
+        let r = get(&url("/204"), &h2).await;
+        assert_eq!((r.status, r.body_text().as_str()), (204, ""), "{r:?}");
+        assert_eq!(r.header("x-r"), Some("204"), "{r:?}");
+        let r = get(
+            &url("/304"),
+            &[&h2[..], &["-H", "If-None-Match: \"v1\""]].concat(),
+        )
+        .await;
+        assert_eq!((r.status, r.body_text().as_str()), (304, ""), "{r:?}");
+        let r = get(&url("/head"), &[&h2[..], &["-I"]].concat()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("content-length"), Some("1000"), "{r:?}");
+        let r = get(&url("/plain"), &h2).await;
+        assert_eq!((r.status, r.body_text().as_str()), (200, "plain"), "{r:?}");
+        assert_eq!(
+            r.headers.iter().filter(|(k, _)| k == "set-cookie").count(),
+            2,
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        backend.conns(),
+        1,
+        "a response desynchronised the pooled backend connection"
+    );
+
+    let listen2 = addr(n, 8081);
+    let cfg = config(n, "http", &[old.addr], "", "")
+        .replace(&format!("\"{listen}\""), &format!("\"{listen2}\""));
+    let _t2 = Tandem::run("h2-native-old", &cfg, &[listen2]).await;
+    for _ in 0..2 {
+        let r = get(&format!("http://{listen2}/"), &h2).await;
+        assert_eq!(
+            (r.status, r.body_text().as_str()),
+            (200, "until close"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(old.conns(), 2, "a close-delimited connection was reused");
+
+    let listen3 = addr(n, 8082);
+    let cfg = config(n, "http", &[echo.addr], "", "")
+        .replace(&format!("\"{listen}\""), &format!("\"{listen3}\""));
+    let _t3 = Tandem::run("h2-native-echo", &cfg, &[listen3]).await;
+    let stream = TcpStream::connect(listen3).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::post(format!("http://{listen3}/up"))
+        .body(UnsizedBody(vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"def"),
+        ]))
+        .expect("request");
+    let resp = within(
+        "h2 upload",
+        Duration::from_secs(5),
+        sender.send_request(req),
+    )
+    .await
+    .expect("h2 response");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"echo:abcdef");
+    let headers = seen
+        .lock()
+        .expect("lock")
+        .pop()
+        .expect("backend saw the upload");
+    assert_eq!(
+        header_in(&headers, "transfer-encoding"),
+        Some("chunked"),
+        "{headers:?}"
+    );
+    assert_eq!(header_in(&headers, "content-length"), None, "{headers:?}");
+}

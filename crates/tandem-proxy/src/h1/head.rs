@@ -669,6 +669,70 @@ pub(crate) fn rewrite_response(
     rewrite_response_with(buf, req, client_keep_alive, out, None, &[])
 }
 
+/// RFC 9112 §6.3, in order: how a response body is delimited, and whether the backend
+/// connection can carry another request after it.
+fn decide_response(status: u16, minor: u8, is_head: bool, f: &Framing<'_>) -> (BodyLen, bool) {
+    let informational = (100..200).contains(&status);
+    let body = if is_head || status == 204 || status == 304 || informational {
+        BodyLen::None
+    } else if f.te_seen {
+        if f.chunked {
+            BodyLen::Chunked
+        } else {
+            BodyLen::UntilClose
+        }
+    } else {
+        match f.length {
+            Some(0) => BodyLen::None,
+            Some(n) => BodyLen::Length(n),
+            None => BodyLen::UntilClose,
+        }
+    };
+    let keep_alive = !f.conn.close
+        && (minor == 1 || f.conn.keep_alive)
+        && body != BodyLen::UntilClose
+        && !(f.te_seen && f.length.is_some());
+    (body, keep_alive)
+}
+
+/// A backend's response head as a client of it sees it: how the body is delimited, whether
+/// the connection can be reused, and which headers are the message's own (for the HTTP/2
+/// side, which builds a header map instead of rewriting the head).
+pub(crate) struct BackendResponse<'a> {
+    pub(crate) body: BodyLen,
+    pub(crate) keep_alive: bool,
+    conn: ConnectionOpts<'a>,
+}
+
+impl BackendResponse<'_> {
+    /// Whether header `name` belongs to the message (not hop-by-hop, not named by
+    /// `Connection`).
+    pub(crate) fn forwards(&self, name: &str) -> bool {
+        !hop_by_hop(classify(name)) && !self.conn.names(name)
+    }
+}
+
+/// Framing of a parsed response head (`minor`: 0 or 1). `Err` for an invalid
+/// `Content-Length`.
+pub(crate) fn backend_response<'a>(
+    status: u16,
+    minor: u8,
+    is_head: bool,
+    headers: &[httparse::Header<'a>],
+) -> Result<BackendResponse<'a>, HeadError> {
+    let mut f = Framing::default();
+    for h in headers {
+        f.observe(classify(h.name), h.value)
+            .map_err(|()| HeadError::Bad("invalid Content-Length from backend"))?;
+    }
+    let (body, keep_alive) = decide_response(status, minor, is_head, &f);
+    Ok(BackendResponse {
+        body,
+        keep_alive,
+        conn: f.conn,
+    })
+}
+
 /// [`rewrite_response`] with persistence's cookie work (see [`CookieOut`]).
 pub(crate) fn rewrite_response_with(
     buf: &[u8],
@@ -699,12 +763,8 @@ pub(crate) fn rewrite_response_with(
             let _ = via.push(h.value);
         }
     }
-    let Framing {
-        conn,
-        length,
-        te_seen,
-        chunked,
-    } = f;
+    let (body, backend_keep_alive) = decide_response(status, minor, req.is_head, &f);
+    let Framing { conn, length, .. } = f;
     let informational = (100..200).contains(&status);
     if informational && status != 101 {
         let info = ResponseInfo {
@@ -715,26 +775,6 @@ pub(crate) fn rewrite_response_with(
         };
         return Ok(Some((info, false)));
     }
-    // RFC 9112 §6.3, in order.
-    let body = if req.is_head || status == 204 || status == 304 || informational {
-        BodyLen::None
-    } else if te_seen {
-        if chunked {
-            BodyLen::Chunked
-        } else {
-            BodyLen::UntilClose
-        }
-    } else {
-        match length {
-            Some(0) => BodyLen::None,
-            Some(n) => BodyLen::Length(n),
-            None => BodyLen::UntilClose,
-        }
-    };
-    let backend_keep_alive = !conn.close
-        && (minor == 1 || conn.keep_alive)
-        && body != BodyLen::UntilClose
-        && !(te_seen && length.is_some());
     // An HTTP/1.0 client cannot read chunked framing: it gets the data and a close.
     let dechunk = req.minor == 0 && body == BodyLen::Chunked;
     let client_keep_alive =

@@ -8,12 +8,12 @@
 //! Why not hyper for HTTP/1 too: see the README's architecture section (it cost ~50% more CPU
 //! per request than HAProxy on the benchmark).
 
-mod chunked;
+pub(crate) mod chunked;
 mod conn;
 mod copy;
-mod head;
+pub(crate) mod head;
 mod io;
-mod pool;
+pub(crate) mod pool;
 
 pub(crate) use conn::H1Service;
 
