@@ -19,7 +19,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body sent to a backend: the client's, or none at all for the replay of a body-less
 /// request (the client's `Incoming` was consumed by the first attempt, and cannot be made up).
 pub(crate) enum RequestBody {
-    Client(Incoming),
+    Client(ClientBody),
     /// A body read in full before a backend was chosen (a body of unknown length under
     /// `max_request_body`).
     Buffered(Option<Bytes>),
@@ -35,7 +35,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Buffered(d) => Poll::Ready(d.take().map(|d| Ok(Frame::data(d)))),
             RequestBody::Empty => Poll::Ready(None),
         }
@@ -58,12 +58,48 @@ impl Body for RequestBody {
     }
 }
 
+/// A client's request body: from hyper's HTTP/1 server, or from tandem's HTTP/2 server
+/// ([`crate::h2_server`]).
+pub(crate) enum ClientBody {
+    Hyper(Incoming),
+    H2(crate::h2_server::RecvBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 pub(crate) enum ProxyBody {
     Local(Option<Bytes>),
     /// A local answer to a request whose body is refused unread: the body is held until the
     /// answer is sent, so HTTP/2 ends the stream after the response (not with a reset before
     /// it, which clients report as an error instead of the status).
-    Refused(Option<Bytes>, #[allow(dead_code)] Incoming),
+    Refused(Option<Bytes>, #[allow(dead_code)] ClientBody),
     Upstream(UpstreamBody),
     /// Any of the above, with the access log line written once the body is sent (or dropped
     /// half-way): its `bytes` and `duration` are then what the client really got.

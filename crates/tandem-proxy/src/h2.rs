@@ -14,10 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tandem_balance::persistence::{Pinned, ServicePersistence};
 use tandem_balance::{Avoid, RequestKey};
 use tandem_config::{CookieMode, PersistenceKind};
@@ -27,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::activity::{Activity, ActivityIo, Prefixed};
-use crate::body::{BackendBody, Finish, ProxyBody, RequestBody, UpstreamBody};
+use crate::body::{BackendBody, ClientBody, Finish, ProxyBody, RequestBody, UpstreamBody};
 use crate::headers;
 use crate::proxy_protocol::Addresses;
 use crate::slot::{Acquired, Balancer, Slot};
@@ -57,7 +55,8 @@ pub(crate) struct H2Service {
     router: Option<crate::route::Router>,
     upstreams: Arc<Upstreams>,
     timeouts: Timeouts,
-    h2: http2::Builder<TokioExecutor>,
+    /// `max_header_size`, as HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE.
+    max_header_list_size: u32,
     measure_latency: bool,
     /// `max_request_body`.
     max_body: Option<u64>,
@@ -114,9 +113,6 @@ impl H2Service {
             })
             .collect();
         let upstreams = Arc::new(Upstreams::new(addrs, cfg.timeouts.clone(), tls));
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX));
         H2Service {
             hsts: cfg
                 .tls
@@ -131,7 +127,7 @@ impl H2Service {
             router,
             upstreams,
             timeouts: cfg.timeouts.clone(),
-            h2,
+            max_header_list_size: u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX),
             max_body: cfg.max_request_body,
             access_log,
         }
@@ -220,44 +216,36 @@ impl H2Service {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let https = matches!(proto, Proto::H2Tls | Proto::H1Tls);
+        if matches!(proto, Proto::H2c | Proto::H2Tls) {
+            let peer = crate::h2_server::Peer {
+                addr: peer,
+                https,
+                client,
+            };
+            crate::h2_server::serve(self, io, activity, peer, shutdown).await;
+            return;
+        }
         let io = TokioIo::new(io);
         let this = Arc::clone(&self);
         let act = Arc::clone(&activity);
-        let https = matches!(proto, Proto::H2Tls | Proto::H1Tls);
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
             let this = Arc::clone(&this);
             let inflight = act.begin();
-            // Boxed: hyper runs each HTTP/2 stream's future in a task of its own, and tokio
-            // moves a task's future by value when spawning it and again when it finishes;
-            // unboxed, this large state machine was copied several times per request (~8 % of
-            // the CPU of an h2 request in a profile). One small allocation instead.
+            let req = req.map(ClientBody::Hyper);
+            // Boxed: a large state machine, moved by hyper between its states; one small
+            // allocation instead of several copies.
             Box::pin(async move {
-                let mut resp = this.handle(req, peer, https, client).await;
-                if let (true, Some(v)) = (https, &this.hsts) {
-                    resp.headers_mut()
-                        .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
-                }
+                let resp = this.handle(req, peer, https, client).await;
+                let resp = this.finish_response(resp, https);
                 drop(inflight);
                 Ok::<_, Infallible>(resp)
             })
         });
-        if matches!(proto, Proto::H1Tls | Proto::H1Plain) {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(self.timeouts.header)
-                .serve_connection(io, svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = activity.idle_expired(self.timeouts.idle) => {}
-                _ = crate::stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-            return;
-        }
-        let conn = self.h2.serve_connection(io, svc);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.timeouts.header)
+            .serve_connection(io, svc);
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => {}
@@ -269,10 +257,31 @@ impl H2Service {
         }
     }
 
-    /// One request, with its access log line when the service keeps one.
-    async fn handle(
+    pub(crate) fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    pub(crate) fn max_header_list_size(&self) -> u32 {
+        self.max_header_list_size
+    }
+
+    /// What every response gets on its way out: HSTS over TLS (`tls.hsts`).
+    pub(crate) fn finish_response(
         &self,
-        req: Request<Incoming>,
+        mut resp: Response<ProxyBody>,
+        https: bool,
+    ) -> Response<ProxyBody> {
+        if let (true, Some(v)) = (https, &self.hsts) {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+        }
+        resp
+    }
+
+    /// One request, with its access log line when the service keeps one.
+    pub(crate) async fn handle(
+        &self,
+        req: Request<ClientBody>,
         peer: SocketAddr,
         https: bool,
         client: Option<Addresses>,
@@ -321,7 +330,7 @@ impl H2Service {
 
     async fn serve_request(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         peer: SocketAddr,
         https: bool,
         client: Option<Addresses>,
@@ -354,7 +363,8 @@ impl H2Service {
             (replayable && !crate::upstream::is_native(&balancer.pool)).then(|| Replay::of(&req));
         let mut req = match self.max_body {
             None => req.map(RequestBody::Client),
-            Some(max) => match self.limit_body(req, max).await {
+            // Boxed: only services with the limit pay for this state machine.
+            Some(max) => match Box::pin(self.limit_body(req, max)).await {
                 Ok(req) => req,
                 Err(refused) => return refused,
             },
@@ -443,14 +453,14 @@ impl H2Service {
     /// rejected requests.
     async fn limit_body(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         max: u64,
     ) -> Result<Request<RequestBody>, Response<ProxyBody>> {
         use http_body_util::BodyExt as _;
         use hyper::body::Body as _;
         let hint = req.body().size_hint();
         let (parts, mut body) = req.into_parts();
-        let refuse = |body: Incoming| {
+        let refuse = |body: ClientBody| {
             self.balancer.stats.rejected.fetch_add(1, Ordering::Relaxed);
             let mut r = Response::new(ProxyBody::Refused(
                 Some(bytes::Bytes::from_static(b"request body too large\n")),
@@ -718,7 +728,7 @@ struct Replay {
 
 impl Replay {
     /// Whether `req` may be sent again: idempotent, without a body.
-    fn allowed(req: &Request<Incoming>) -> bool {
+    fn allowed(req: &Request<ClientBody>) -> bool {
         use hyper::body::Body as _;
         let idempotent = matches!(
             *req.method(),
@@ -732,7 +742,7 @@ impl Replay {
         idempotent && req.body().is_end_stream()
     }
 
-    fn of(req: &Request<Incoming>) -> Replay {
+    fn of(req: &Request<ClientBody>) -> Replay {
         Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -753,10 +763,10 @@ impl Replay {
 /// Rewrite the request head for the backend: origin-form URI, HTTP/1.1, `Host` from the h2
 /// `:authority`, hop-by-hop headers removed, client identity added.
 fn prepare_request(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     peer: SocketAddr,
     proto: &'static str,
-) -> Request<Incoming> {
+) -> Request<ClientBody> {
     let received = req.version();
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -805,7 +815,8 @@ fn no_backend() -> Response<ProxyBody> {
     r
 }
 
-fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
+/// A short plain-text answer of tandem's own.
+pub(crate) fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::Local(Some(Bytes::from_static(msg.as_bytes()))));
     *r.status_mut() = status;
     let h = r.headers_mut();

@@ -14,6 +14,7 @@ mod dataplane;
 mod h1;
 mod h1_upstream;
 mod h2;
+mod h2_server;
 pub mod headers;
 mod listener;
 mod persist;

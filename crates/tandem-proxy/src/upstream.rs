@@ -357,16 +357,32 @@ impl Upstreams {
         &self,
         pool: &PoolRuntime,
         backend: &BackendRuntime,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         deadline: Instant,
         abandon_if_gone: bool,
         client: Option<Addresses>,
     ) -> Result<(Response<BackendBody>, Option<Conn>), Failed> {
         if is_native(pool) {
-            return self
-                .send_native(pool, backend, req, deadline, abandon_if_gone, client)
-                .await;
+            self.send_native(pool, backend, req, deadline, abandon_if_gone, client)
+                .await
+        } else {
+            // Boxed: hyper's handshakes (and TLS's) make a large state machine, which would
+            // otherwise be part of every request's future, native ones included, and be copied
+            // with it.
+            Box::pin(self.send_hyper(pool, backend, req, deadline, abandon_if_gone, client)).await
         }
+    }
+
+    /// [`send`](Self::send) through hyper's client (pools with TLS or HTTP/2).
+    async fn send_hyper(
+        &self,
+        pool: &PoolRuntime,
+        backend: &BackendRuntime,
+        mut req: Request<RequestBody>,
+        deadline: Instant,
+        abandon_if_gone: bool,
+        client: Option<Addresses>,
+    ) -> Result<(Response<BackendBody>, Option<Conn>), Failed> {
         loop {
             let (mut sender, pooled) = match self.checkout(&pool.name, backend.address) {
                 Some(Conn::Hyper(s)) => (s, true),
@@ -462,7 +478,9 @@ impl Upstreams {
             let (stream, pooled) = match pooled {
                 Some(s) => (s, true),
                 None => {
-                    match crate::connect::connect(pool, backend, &self.timeouts, client).await {
+                    // Boxed: only new connections pay for this state machine (see `send`).
+                    let connect = crate::connect::connect(pool, backend, &self.timeouts, client);
+                    match Box::pin(connect).await {
                         Ok(s) => (crate::h1_upstream::NativeConn::new(s), false),
                         Err(e) => {
                             return Err(Failed {

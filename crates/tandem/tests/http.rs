@@ -1666,3 +1666,79 @@ async fn h2_clients_get_every_http1_framing_through_the_native_client() {
     );
     assert_eq!(header_in(&headers, "content-length"), None, "{headers:?}");
 }
+
+// N = 132
+/// SIGTERM with HTTP/2 streams in flight: the client is told to go away (GOAWAY) and opens no
+/// new stream, the streams in flight are answered in full, then the connection closes and
+/// tandem exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_in_flight_finish_on_shutdown() {
+    let n = 132;
+    let backend = HttpBackend::start(ip(n), |req: Request<Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        response(200, format!("done {}", req.uri().path()))
+    })
+    .await;
+    let listen = addr(n, 8080);
+    let cfg = config(n, "http", &[backend.addr], "", "");
+    let mut t = Tandem::run("h2-drain", &cfg, &[listen]).await;
+    let stream = TcpStream::connect(listen).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let send = |path: &'static str| {
+        let mut sender = sender.clone();
+        tokio::spawn(async move {
+            let req = Request::get(format!("http://{listen}{path}"))
+                .body(full(""))
+                .expect("request");
+            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, body.to_bytes()))
+        })
+    };
+    let slow: Vec<_> = (0..3).map(|_| send("/slow")).collect();
+    eventually(
+        "the slow requests reach the backend",
+        Duration::from_secs(5),
+        || async { (backend.stats.requests() == 3).then_some(()) },
+    )
+    .await;
+    t.signal(libc::SIGTERM);
+    for (i, s) in slow.into_iter().enumerate() {
+        let answer = within("slow stream", Duration::from_secs(5), s)
+            .await
+            .expect("task");
+        assert_eq!(
+            answer,
+            Ok((200, Bytes::from_static(b"done /slow"))),
+            "stream {i} in flight at SIGTERM"
+        );
+    }
+    within(
+        "connection closed after GOAWAY",
+        Duration::from_secs(5),
+        conn,
+    )
+    .await
+    .expect("connection task")
+    .expect("the connection ended cleanly (GOAWAY, not an error)");
+    let status = t.wait_exit(Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "tandem did not exit cleanly: {status:?}\n{}",
+        t.log()
+    );
+    assert_eq!(backend.stats.requests(), 3);
+}
