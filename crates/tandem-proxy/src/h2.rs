@@ -1,5 +1,7 @@
-//! HTTP/2 from clients (h2c with prior knowledge), served by hyper and forwarded to backends
-//! over pooled HTTP/1.1 connections (hyper's client).
+//! The request side shared by HTTP/2 clients (served by [`crate::h2_server`]) and by HTTP/1.1
+//! clients of services whose pools need TLS or HTTP/2 towards their backends (served by
+//! hyper): routing, persistence, limits, retries, and the exchange with a backend, through
+//! [`crate::h1_upstream`] for cleartext HTTP/1.1 pools and hyper's client for the others.
 //!
 //! The lifecycle of a request reads top to bottom in [`H2Service::handle`]: take a slot,
 //! rewrite the head, send (offering the request to another backend when a connect fails before
@@ -286,23 +288,28 @@ impl H2Service {
         https: bool,
         client: Option<Addresses>,
     ) -> Response<ProxyBody> {
-        let Some(log) = &self.access_log else {
-            return self.serve_request(req, peer, https, client).await;
-        };
-        let started = std::time::Instant::now();
-        let request = format!(
-            "{} {}",
-            req.method(),
-            req.uri()
-                .path_and_query()
-                .map_or_else(|| req.uri().path(), |pq| pq.as_str())
-        );
-        let protocol = match req.version() {
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        };
+        // What the log line needs from the request, taken before it is consumed. (One
+        // `serve_request` call either way: a second await of it would double the size of
+        // this future, which is moved whole into the connection's set of streams.)
+        let logged = self.access_log.as_ref().map(|log| {
+            let request = format!(
+                "{} {}",
+                req.method(),
+                req.uri()
+                    .path_and_query()
+                    .map_or_else(|| req.uri().path(), |pq| pq.as_str())
+            );
+            let protocol = match req.version() {
+                Version::HTTP_2 => "HTTP/2",
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            };
+            (log, std::time::Instant::now(), request, protocol)
+        });
         let resp = self.serve_request(req, peer, https, client).await;
+        let Some((log, started, request, protocol)) = logged else {
+            return resp;
+        };
         let answered = resp.extensions().get::<Answered>().copied();
         let record = crate::access_log::Record {
             at: std::time::SystemTime::now(),
@@ -336,9 +343,11 @@ impl H2Service {
         client: Option<Addresses>,
     ) -> Response<ProxyBody> {
         let persist = self.balancer.persist.as_deref();
-        let now = std::time::Instant::now();
+        // (The clock is read for persistence only.)
+        let now = persist.map(|_| std::time::Instant::now());
         let (token, hash) = persist.map_or((None, None), |p| persist_in(p, &mut req));
         let pinned = persist.map_or(Pinned::None, |p| {
+            let now = now.unwrap_or_else(std::time::Instant::now);
             p.pin(token.as_ref().map(|t| &t[..]), peer.ip(), now)
         });
         let key = RequestKey {
@@ -391,7 +400,10 @@ impl H2Service {
             };
             let id = slot.backend().id;
             avoid.insert(id);
-            let issue = persist.is_some_and(|p| p.chosen(pinned, id, peer.ip(), now));
+            let issue = persist.is_some_and(|p| {
+                let now = now.unwrap_or_else(std::time::Instant::now);
+                p.chosen(pinned, id, peer.ip(), now)
+            });
             if let Some(p) = persist {
                 persist_request_header(p, id, req.headers_mut());
             }
@@ -631,7 +643,6 @@ impl H2Service {
     ) -> Result<Response<ProxyBody>, Lost> {
         let backend = Arc::clone(slot.backend());
         let sent = std::time::Instant::now();
-        let started = self.measure_latency.then_some(sent);
         let pool = &balancer.pool;
         match self
             .upstreams
@@ -639,8 +650,11 @@ impl H2Service {
             .await
         {
             Ok((resp, sender)) => {
-                if let Some(t) = started {
-                    backend.record_latency(crate::mono_ns(), t.elapsed().as_nanos() as u64);
+                // One clock read for both the latency record and the access log.
+                let answered = std::time::Instant::now();
+                let after = answered.saturating_duration_since(sent);
+                if self.measure_latency {
+                    backend.record_latency(crate::mono_ns_at(answered), after.as_nanos() as u64);
                 }
                 let (mut parts, body) = resp.into_parts();
                 if matches!(body, BackendBody::Hyper(_)) {
@@ -658,7 +672,7 @@ impl H2Service {
                 if self.access_log.is_some() {
                     parts.extensions.insert(Answered {
                         backend: backend.address,
-                        after: sent.elapsed(),
+                        after,
                     });
                 }
                 let body = ProxyBody::Upstream(UpstreamBody::new(body, finish));

@@ -123,8 +123,8 @@ async fn stream(
     } else {
         let length = content_length(req.headers());
         let req = req.map(|recv| ClientBody::H2(RecvBody::new(recv, length)));
-        let handle = svc.handle(req, peer.addr, peer.https, peer.client);
-        tokio::pin!(handle);
+        // Boxed: the connection's set of streams then moves a small future, not this one.
+        let mut handle = Box::pin(svc.handle(req, peer.addr, peer.https, peer.client));
         // A client that resets the stream cancels the request (and frees its backend).
         let answered = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = handle.as_mut().poll(cx) {

@@ -1,4 +1,5 @@
-//! tandem's data plane: listeners, HTTP (hyper), TCP and UDP proxying over the live backend set.
+//! tandem's data plane: listeners, HTTP/1.1 (its own engine) and HTTP/2, TCP and UDP proxying over
+//! the live backend set.
 //!
 //! Thread-per-core: every worker thread runs its own current-thread tokio runtime with its own
 //! `SO_REUSEPORT` listener socket per service and its own pool of idle backend connections, so
@@ -36,10 +37,13 @@ pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// Monotonic nanoseconds since the first call, for latency bookkeeping.
 pub(crate) fn mono_ns() -> u64 {
+    mono_ns_at(std::time::Instant::now())
+}
+
+/// [`mono_ns`] for an instant already read.
+pub(crate) fn mono_ns_at(at: std::time::Instant) -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
+    at.saturating_duration_since(*START.get_or_init(std::time::Instant::now))
         .as_nanos() as u64
 }
 
