@@ -251,11 +251,15 @@ pub(crate) struct RecvBody {
     /// What `Content-Length` announced and has not come yet.
     remaining: Option<u64>,
     data_done: bool,
+    /// The request ended with its headers (END_STREAM), or its body has been read. Kept here
+    /// because asking the stream takes the connection's lock, and the request side asks often.
+    ended: bool,
 }
 
 impl RecvBody {
     fn new(recv: h2::RecvStream, length: Option<u64>) -> Self {
         RecvBody {
+            ended: recv.is_end_stream(),
             recv,
             remaining: length,
             data_done: false,
@@ -288,18 +292,21 @@ impl Body for RecvBody {
         }
         match this.recv.poll_trailers(cx) {
             Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Ok(None)) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e.into()))),
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        self.ended
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.recv.is_end_stream() {
+        if self.ended {
             return SizeHint::with_exact(0);
         }
         match self.remaining {
