@@ -177,9 +177,9 @@ async fn send_body(
         if sending == Sending::Chunked {
             let mut size = [0u8; 18];
             let n = hex(data.len(), &mut size);
-            stream.write_all(&size[..n]).await?;
-            stream.write_all(&data).await?;
-            stream.write_all(b"\r\n").await?;
+            // Size line, data and CRLF in one vectored write, not three.
+            let mut chunk = (&size[..n]).chain(data).chain(&b"\r\n"[..]);
+            stream.write_all_buf(&mut chunk).await?;
         } else {
             stream.write_all(&data).await?;
         }
