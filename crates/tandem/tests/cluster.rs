@@ -256,7 +256,15 @@ async fn sticky_entries_and_drains_replicate_and_a_restarted_peer_resumes() {
     assert!(sticky_backend(94, client).await.is_some());
     assert!(a.log().contains("authentication failed"), "{}", a.log());
     // Garbage on the cluster port: an absurd frame length, then a well-sized frame of junk.
-    // Each connection is closed and counted; the node carries on.
+    // Each connection is closed and counted; the node carries on. First, A must follow B
+    // again: its reconnects after B's restart back off (up to 5 s), so on a loaded machine it
+    // may not have reconnected yet, and "still follows B" below would test that race instead.
+    eventually(
+        "A follows the restarted B again",
+        Duration::from_secs(15),
+        || async { (cluster(94).await["peers"][0]["connected"] == true).then_some(()) },
+    )
+    .await;
     let before = cluster(94).await;
     let failures = |v: &serde_json::Value| {
         v["auth_failures"].as_u64().unwrap_or(0) + v["parse_failures"].as_u64().unwrap_or(0)
