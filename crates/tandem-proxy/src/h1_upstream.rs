@@ -152,7 +152,17 @@ pub(crate) async fn exchange(
         .await
         .map_err(|e| (e, false))?;
     let is_head = req.method() == http::Method::HEAD;
-    read_response(conn, is_head).await.map_err(|e| (e, false))
+    let mut resp = read_response(conn, is_head).await.map_err(|e| (e, false))?;
+    // A request that said `Connection: close` (a pool with `keepalive = false`) ends its
+    // connection, whatever the backend answers (RFC 9112 §9.6).
+    if req
+        .headers()
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    {
+        resp.body_mut().keep_alive = false;
+    }
+    Ok(resp)
 }
 
 /// Stream the client's request body to the backend (after [`send_head`]).

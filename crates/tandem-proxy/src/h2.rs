@@ -525,6 +525,9 @@ impl H2Service {
         peer: SocketAddr,
     ) -> Result<(&Balancer, Option<usize>), Response<ProxyBody>> {
         let Some(router) = &self.router else {
+            // No routes and no header operations: only the pool's own rewrites.
+            set_pool_host(&self.balancer, req.headers_mut());
+            set_pool_close(&self.balancer, req.headers_mut());
             return Ok((&self.balancer, None));
         };
         let path = req.uri().path().to_string();
@@ -599,14 +602,7 @@ impl H2Service {
             }
         }
         let headers = req.headers_mut();
-        if let Some(h) = balancer
-            .pool
-            .host
-            .as_deref()
-            .and_then(|h| HeaderValue::from_str(h).ok())
-        {
-            headers.insert(header::HOST, h);
-        }
+        set_pool_host(balancer, headers);
         for ops in [
             Some(&router.request_headers),
             decision.route_request_headers,
@@ -616,9 +612,7 @@ impl H2Service {
         {
             apply_ops(ops, headers);
         }
-        if !balancer.pool.keepalive {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
+        set_pool_close(balancer, headers);
         Ok((balancer, decision.route))
     }
 
@@ -959,6 +953,25 @@ fn persist_out(p: &ServicePersistence, id: usize, issue: bool, headers: &mut htt
                 headers.append(http::header::SET_COOKIE, v);
             }
         }
+    }
+}
+
+/// The pool's `host`: the `Host` its backends get.
+fn set_pool_host(balancer: &Balancer, headers: &mut http::HeaderMap) {
+    if let Some(h) = balancer
+        .pool
+        .host
+        .as_deref()
+        .and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        headers.insert(header::HOST, h);
+    }
+}
+
+/// `keepalive = false`: the request tells the backend the connection ends with it.
+fn set_pool_close(balancer: &Balancer, headers: &mut http::HeaderMap) {
+    if !balancer.pool.keepalive {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

@@ -1626,8 +1626,28 @@ async fn h2_clients_get_every_http1_framing_through_the_native_client() {
     }
     assert_eq!(old.conns(), 2, "a close-delimited connection was reused");
 
+    // `keepalive = false`: the request says `Connection: close`, so the connection is not
+    // reused even though this backend would keep it open.
+    let listen4 = addr(n, 8083);
+    // (One worker, so a reused connection would show as one.)
+    let cfg = config(n, "http", &[backend.addr], "keepalive = false", "")
+        .replace("workers = 2", "workers = 1")
+        .replace(&format!("\"{listen}\""), &format!("\"{listen4}\""));
+    let _t4 = Tandem::run("h2-native-close", &cfg, &[listen4]).await;
+    let before = backend.conns();
+    for _ in 0..2 {
+        let r = get(&format!("http://{listen4}/plain"), &h2).await;
+        assert_eq!((r.status, r.body_text().as_str()), (200, "plain"), "{r:?}");
+    }
+    assert_eq!(
+        backend.conns() - before,
+        2,
+        "a connection whose request said `Connection: close` was reused"
+    );
+
     let listen3 = addr(n, 8082);
-    let cfg = config(n, "http", &[echo.addr], "", "")
+    // (The pool's `host` applies without any routes too.)
+    let cfg = config(n, "http", &[echo.addr], "host = \"app.internal\"", "")
         .replace(&format!("\"{listen}\""), &format!("\"{listen3}\""));
     let _t3 = Tandem::run("h2-native-echo", &cfg, &[listen3]).await;
     let stream = TcpStream::connect(listen3).await.expect("connect");
@@ -1665,6 +1685,11 @@ async fn h2_clients_get_every_http1_framing_through_the_native_client() {
         "{headers:?}"
     );
     assert_eq!(header_in(&headers, "content-length"), None, "{headers:?}");
+    assert_eq!(
+        header_in(&headers, "host"),
+        Some("app.internal"),
+        "{headers:?}"
+    );
 }
 
 // N = 132
