@@ -58,6 +58,41 @@ impl Body for RequestBody {
     }
 }
 
+/// `Body` for an enum of two bodies whose data is `Bytes` (hyper's `Incoming` and one of ours):
+/// every method goes to the variant, errors boxed.
+macro_rules! either_body {
+    ($name:ident: $a:ident, $b:ident) => {
+        impl Body for $name {
+            type Data = Bytes;
+            type Error = BoxError;
+
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                match self.get_mut() {
+                    $name::$a(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+                    $name::$b(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+                }
+            }
+
+            fn is_end_stream(&self) -> bool {
+                match self {
+                    $name::$a(b) => b.is_end_stream(),
+                    $name::$b(b) => b.is_end_stream(),
+                }
+            }
+
+            fn size_hint(&self) -> SizeHint {
+                match self {
+                    $name::$a(b) => b.size_hint(),
+                    $name::$b(b) => b.size_hint(),
+                }
+            }
+        }
+    };
+}
+
 /// A client's request body: from hyper's HTTP/1 server, or from tandem's HTTP/2 server
 /// ([`crate::h2_server`]).
 pub(crate) enum ClientBody {
@@ -65,34 +100,7 @@ pub(crate) enum ClientBody {
     H2(crate::h2_server::RecvBody),
 }
 
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ClientBody::H2(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Hyper(b) => b.is_end_stream(),
-            ClientBody::H2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Hyper(b) => b.size_hint(),
-            ClientBody::H2(b) => b.size_hint(),
-        }
-    }
-}
+either_body!(ClientBody: Hyper, H2);
 
 pub(crate) enum ProxyBody {
     Local(Option<Bytes>),
@@ -144,34 +152,7 @@ pub(crate) enum BackendBody {
     Native(crate::h1_upstream::NativeBody),
 }
 
-impl Body for BackendBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            BackendBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            BackendBody::Native(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            BackendBody::Hyper(b) => b.is_end_stream(),
-            BackendBody::Native(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            BackendBody::Hyper(b) => b.size_hint(),
-            BackendBody::Native(b) => b.size_hint(),
-        }
-    }
-}
+either_body!(BackendBody: Hyper, Native);
 
 pub(crate) struct UpstreamBody {
     inner: BackendBody,
