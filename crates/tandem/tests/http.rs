@@ -180,13 +180,7 @@ async fn h2c_prior_knowledge() {
     // Several concurrent streams on one h2c connection. (curl 7.88 cannot reuse an h2c
     // connection, curl/curl#10634, so this part uses hyper's HTTP/2 client.)
     let stream = TcpStream::connect(listen).await.expect("connect");
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let (sender, _conn) = h2_client(stream).await;
     let before = a.stats.requests();
     let calls: Vec<_> = (0..3)
         .map(|i| {
@@ -1651,13 +1645,7 @@ async fn h2_clients_get_every_http1_framing_through_the_native_client() {
         .replace(&format!("\"{listen}\""), &format!("\"{listen3}\""));
     let _t3 = Tandem::run("h2-native-echo", &cfg, &[listen3]).await;
     let stream = TcpStream::connect(listen3).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_client(stream).await;
     let req = Request::post(format!("http://{listen3}/up"))
         .body(UnsizedBody(vec![
             Bytes::from_static(b"abc"),
@@ -1710,13 +1698,7 @@ async fn h2_streams_in_flight_finish_on_shutdown() {
     let cfg = config(n, "http", &[backend.addr], "", "");
     let mut t = Tandem::run("h2-drain", &cfg, &[listen]).await;
     let stream = TcpStream::connect(listen).await.expect("connect");
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    let conn = tokio::spawn(conn);
+    let (sender, conn) = h2_client(stream).await;
     let send = |path: &'static str| {
         let mut sender = sender.clone();
         tokio::spawn(async move {

@@ -512,13 +512,7 @@ persistence = {{ kind = "source_ip" }}
     s.write_all(b"PROXY TCP4 198.51.100.77 127.77.66.1 2000 8080\r\n")
         .await
         .expect("write");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_client(s).await;
     let req = hyper::Request::get("http://t/")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .expect("request");

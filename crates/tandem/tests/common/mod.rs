@@ -909,3 +909,25 @@ pub async fn pool_backends(admin: SocketAddr, pool: &str) -> Option<Vec<serde_js
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v["backends"].as_array().cloned()
 }
+
+/// An HTTP/2 client (prior knowledge) on `stream`, its connection driven by a task of its own;
+/// the task ends when the connection does (`Ok` after a server's GOAWAY and close).
+pub async fn h2_client<B>(
+    stream: TcpStream,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    JoinHandle<hyper::Result<()>>,
+)
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    (sender, tokio::spawn(conn))
+}
