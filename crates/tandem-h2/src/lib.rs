@@ -1,0 +1,6 @@
+//! HTTP/2 as pure state for tandem: the frame codec, HPACK, and the connection and stream
+//! rules of RFC 9113, with no sockets or clocks inside. tandem-proxy drives it.
+
+pub mod frame;
+pub mod hpack;
+pub mod request;
