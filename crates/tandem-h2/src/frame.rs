@@ -246,15 +246,9 @@ pub fn parse(head: Head, mut payload: Bytes) -> Result<Frame, FrameError> {
                         "HEADERS too short for its priority",
                     ));
                 }
-                let p = priority(&mut block);
-                if p.depends_on == stream {
-                    return Err(FrameError::Stream(
-                        stream,
-                        Reason::PROTOCOL_ERROR,
-                        "stream depends on itself",
-                    ));
-                }
-                Some(p)
+                // A self-dependency is a stream error, but the block must still be decoded
+                // (HPACK state), so the caller checks it.
+                Some(priority(&mut block))
             } else {
                 None
             };
@@ -677,10 +671,6 @@ mod tests {
                 }),
             })
         );
-        assert!(matches!(
-            frame(kind::HEADERS, flag::PRIORITY, 3, b"\0\0\0\x03\x0f"),
-            Err(FrameError::Stream(3, Reason::PROTOCOL_ERROR, _))
-        ));
         assert!(matches!(
             frame(kind::HEADERS, flag::PRIORITY, 3, b"\0\0"),
             Err(FrameError::Connection(Reason::FRAME_SIZE_ERROR, _))

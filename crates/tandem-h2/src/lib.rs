@@ -4,3 +4,4 @@
 pub mod frame;
 pub mod hpack;
 pub mod request;
+pub mod server;
