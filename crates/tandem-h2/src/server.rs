@@ -240,6 +240,16 @@ impl Connection {
             || (self.goaway_last.is_some() && self.streams.is_empty())
     }
 
+    /// Whether the client's preface and first SETTINGS have arrived.
+    pub fn handshaken(&self) -> bool {
+        !matches!(self.phase, Phase::Preface | Phase::FirstSettings)
+    }
+
+    /// Bytes in the output buffer (written or not; the shell clears it once written).
+    pub fn pending_output(&self) -> usize {
+        self.out.len()
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

@@ -263,6 +263,11 @@ impl H2Service {
         &self.timeouts
     }
 
+    /// Requests refused before reaching a backend (malformed HTTP/2 requests, say).
+    pub(crate) fn count_rejected(&self, n: u64) {
+        self.balancer.stats.rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn max_header_list_size(&self) -> u32 {
         self.max_header_list_size
     }
