@@ -335,7 +335,7 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, ExchangeError
     }
     let (body, keep_alive) = (framing.body, framing.keep_alive);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(kept);
+    let mut headers = crate::header_pool::take(kept);
     for &(name_at, name_len, value_at, value_len) in &spans[..kept] {
         let range = |at: u32, n: u32| at as usize..(at + n) as usize;
         let name = HeaderName::from_bytes(&head[range(name_at, name_len)])

@@ -232,6 +232,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
                 return Poll::Ready(());
             }
             if !progress {
+                self.release_idle_buffers();
                 return Poll::Pending;
             }
         }
@@ -285,6 +286,25 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
                 end_stream,
             } => {
                 let shared = Arc::new(Shared::default());
+                if head.method == http::Method::CONNECT {
+                    // No tunnels over HTTP/2 (extended CONNECT is not offered).
+                    self.live.insert(
+                        stream,
+                        Live {
+                            shared,
+                            has_body: false,
+                            responded: false,
+                        },
+                    );
+                    let resp = crate::h2::local(
+                        http::StatusCode::METHOD_NOT_ALLOWED,
+                        "CONNECT is not supported\n",
+                    );
+                    // (Were the client still sending, the state machine resets its side once
+                    // the answer is out, §8.1.)
+                    self.respond(stream, resp, cx);
+                    return;
+                }
                 let body = if end_stream {
                     RecvBody::ended()
                 } else {
@@ -393,6 +413,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
         }
         self.conn
             .send_response(id, parts.status, &parts.headers, end);
+        crate::header_pool::give(parts.headers);
         if end {
             self.finished(id);
         } else {
@@ -517,6 +538,22 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
             Poll::Ready(Ok(())) => Ok(true),
             Poll::Ready(Err(_)) => Err(()),
             Poll::Pending => Ok(false),
+        }
+    }
+
+    /// A connection with nothing in flight gives its buffers back: thousands of idle
+    /// keep-alive connections then cost no buffer memory (HAProxy frees its buffers the same
+    /// way); the next request allocates again.
+    fn release_idle_buffers(&mut self) {
+        if self.conn.active_streams() > 0 || !self.rbuf.is_empty() || self.written != 0 {
+            return;
+        }
+        let out = self.conn.output(0);
+        if out.is_empty() && out.capacity() > 0 {
+            *out = Vec::new();
+        }
+        if self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
         }
     }
 

@@ -16,6 +16,7 @@ mod h1;
 mod h1_upstream;
 mod h2;
 mod h2_server;
+mod header_pool;
 pub mod headers;
 mod listener;
 mod persist;
