@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use common::*;
 use http::{HeaderName, HeaderValue};
 use tandem_h2::frame::{self, Frame, Head, Reason};
