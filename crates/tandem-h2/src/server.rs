@@ -738,6 +738,9 @@ impl Connection {
         headers: &HeaderMap,
         end_stream: bool,
     ) {
+        if matches!(self.phase, Phase::Failed) {
+            return;
+        }
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -853,6 +856,10 @@ impl Connection {
 
     /// Write queued data, round-robin over the ready streams, one frame per turn.
     fn pump(&mut self, limit: usize) {
+        if matches!(self.phase, Phase::Failed) {
+            // After GOAWAY for an error nothing more goes out.
+            return;
+        }
         let mut turns = self.ready.len() * 64 + 64;
         while self.out.len() < limit && turns > 0 {
             turns -= 1;

@@ -143,6 +143,7 @@ pub(crate) async fn serve<I>(
         read_closed: false,
         failed: false,
         rejected_seen: 0,
+        with_body: 0,
     };
     let mut closing = false;
     std::future::poll_fn(|cx| {
@@ -194,6 +195,9 @@ struct Driver<'a, I> {
     read_closed: bool,
     failed: bool,
     rejected_seen: u64,
+    /// Live streams whose request body is still coming (most requests have none, and then
+    /// the window bookkeeping is skipped).
+    with_body: usize,
 }
 
 impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
@@ -220,7 +224,11 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
                 }
             }
             let drained = match self.write(cx) {
-                Ok(d) => d,
+                Ok((drained, wrote)) => {
+                    // Reading may have waited for the output to go down (no waker then).
+                    progress |= wrote;
+                    drained
+                }
                 Err(()) => return Poll::Ready(()),
             };
             if self.unpark(cx) {
@@ -318,6 +326,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
                 *req.uri_mut() = head.uri;
                 *req.version_mut() = Version::HTTP_2;
                 *req.headers_mut() = head.headers;
+                self.with_body += usize::from(!end_stream);
                 self.live.insert(
                     stream,
                     Live {
@@ -367,6 +376,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
             Event::Reset { stream, reason } => {
                 tracing::debug!(client = %self.peer.addr, stream, %reason, "HTTP/2 stream reset");
                 if let Some(l) = self.live.remove(&stream) {
+                    self.with_body -= usize::from(l.has_body);
                     l.shared.cancel();
                 }
             }
@@ -375,7 +385,11 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
 
     /// Request body bytes the application took since: the window opens again.
     fn give_back_windows(&mut self) {
+        if self.with_body == 0 {
+            return;
+        }
         let conn = &mut self.conn;
+        let with_body = &mut self.with_body;
         self.live.retain(|&id, l| {
             if !l.has_body {
                 return true;
@@ -386,6 +400,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
                 }
                 if i.ended && i.chunks.is_empty() {
                     l.has_body = false;
+                    *with_body -= 1;
                 }
             }
             !l.responded || l.has_body
@@ -511,7 +526,9 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
     }
 
     /// Write what the state machine produced. `Ok(true)` once everything is written.
-    fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, ()> {
+    /// `Ok((drained, wrote))`: whether everything is written, and whether anything was.
+    fn write(&mut self, cx: &mut Context<'_>) -> Result<(bool, bool), ()> {
+        let mut wrote = false;
         loop {
             let out = self.conn.output(OUT_LIMIT);
             if self.written == out.len() {
@@ -520,6 +537,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
             match Pin::new(&mut self.io).poll_write(cx, &out[self.written..]) {
                 Poll::Ready(Ok(0)) => return Err(()),
                 Poll::Ready(Ok(n)) => {
+                    wrote = true;
                     self.written += n;
                     if self.written == out.len() {
                         out.clear();
@@ -530,14 +548,14 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Driver<'a, I> {
                     tracing::debug!(client = %self.peer.addr, error = %e, "HTTP/2 write failed");
                     return Err(());
                 }
-                Poll::Pending => return Ok(false),
+                Poll::Pending => return Ok((false, wrote)),
             }
         }
         // TLS keeps records until flushed.
         match Pin::new(&mut self.io).poll_flush(cx) {
-            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Ok(())) => Ok((true, wrote)),
             Poll::Ready(Err(_)) => Err(()),
-            Poll::Pending => Ok(false),
+            Poll::Pending => Ok((false, wrote)),
         }
     }
 
