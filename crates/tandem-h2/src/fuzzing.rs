@@ -7,27 +7,41 @@ use crate::frame::{self, Frame, Head};
 use crate::hpack::Decoder;
 use crate::server::{Config, Connection, Event};
 
-/// Run the server over `input` (what a client sends after its preface and SETTINGS), once
-/// whole and once in pieces of `piece` bytes, answering every request. Checks: nothing
-/// panics; the output is the same both ways (the state machine depends on bytes, not on how
-/// they arrive); and everything the server writes is valid HTTP/2 whose header blocks decode.
+/// Run the server over `input` (what a client sends after its preface and SETTINGS). Checks:
+/// nothing panics; fed whole or in pieces of `piece` bytes, with the application answering
+/// after all of it, the connection error (if any) and the output are the same (the state
+/// machine depends on bytes, not on how they arrive); and with the application answering
+/// every request as soon as it appears (as the shell does), everything the server writes is
+/// valid HTTP/2 whose header blocks decode.
 pub fn server(input: &[u8], piece: usize) {
-    let (whole, whole_err) = run(input, input.len().max(1));
-    let (pieces, pieces_err) = run(input, piece.max(1));
+    let piece = piece.max(1);
+    let (whole, whole_err) = run(input, input.len().max(1), false);
+    let (pieces, pieces_err) = run(input, piece, false);
     assert_eq!(
         whole_err, pieces_err,
         "the connection error depends on how the input was split"
     );
-    // Answers written before a connection error depend on when the error was seen, so the
-    // outputs are compared only for connections that stayed up.
-    if whole_err.is_none() {
-        assert_eq!(whole, pieces, "output depends on how the input was split");
-    }
+    assert_eq!(whole, pieces, "output depends on how the input was split");
     check_output(&whole);
-    check_output(&pieces);
+    let (eager, _) = run(input, piece, true);
+    check_output(&eager);
 }
 
-fn run(input: &[u8], piece: usize) -> (Vec<u8>, Option<crate::frame::Reason>) {
+/// Answer the requests and consume the body data the connection reported.
+fn answer(c: &mut Connection) {
+    while let Some(ev) = c.poll_event() {
+        match ev {
+            Event::Request { stream, .. } => {
+                c.send_response(stream, StatusCode::OK, &HeaderMap::new(), false);
+                c.send_data(stream, Bytes::from_static(b"fuzz"), true);
+            }
+            Event::Data { stream, data, .. } => c.release(stream, data.len()),
+            Event::Trailers { .. } | Event::Reset { .. } => {}
+        }
+    }
+}
+
+fn run(input: &[u8], piece: usize, eager: bool) -> (Vec<u8>, Option<crate::frame::Reason>) {
     let mut c = Connection::new(Config {
         max_excess_resets: 16,
         ..Config::default()
@@ -40,29 +54,20 @@ fn run(input: &[u8], piece: usize) -> (Vec<u8>, Option<crate::frame::Reason>) {
     let mut error = None;
     for chunk in all.chunks(piece) {
         buf.extend_from_slice(chunk);
-        let failed = match c.recv(&mut buf) {
-            Ok(()) => false,
-            Err(e) => {
-                error = Some(e.reason);
-                true
-            }
-        };
-        while let Some(ev) = c.poll_event() {
-            match ev {
-                Event::Request { stream, .. } => {
-                    c.send_response(stream, StatusCode::OK, &HeaderMap::new(), false);
-                    c.send_data(stream, Bytes::from_static(b"fuzz"), true);
-                }
-                Event::Data { stream, data, .. } => c.release(stream, data.len()),
-                Event::Trailers { .. } | Event::Reset { .. } => {}
-            }
+        if let Err(e) = c.recv(&mut buf) {
+            error = Some(e.reason);
+        }
+        if eager {
+            answer(&mut c);
         }
         out.extend_from_slice(c.output(usize::MAX));
         c.output(0).clear();
-        if failed {
+        if error.is_some() {
             break;
         }
     }
+    answer(&mut c);
+    out.extend_from_slice(c.output(usize::MAX));
     (out, error)
 }
 
