@@ -204,13 +204,7 @@ fn build() -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::hpack::hex;
 
     #[test]
     fn the_lengths_make_a_complete_prefix_code() {

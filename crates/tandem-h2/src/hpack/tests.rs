@@ -4,15 +4,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::*;
-
-fn hex(s: &str) -> Bytes {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect::<Vec<u8>>()
-        .into()
-}
+use crate::hpack::hex;
 
 fn decode_all(d: &mut Decoder, block: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
