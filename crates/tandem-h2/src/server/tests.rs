@@ -150,6 +150,27 @@ fn feed(c: &mut Connection, bytes: &[u8]) -> Result<(), ConnError> {
     r
 }
 
+/// A DATA frame carrying `payload`.
+fn data_frame(stream: u32, payload: &[u8], end: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    frame::write_data_head(stream, payload.len(), end, &mut v);
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Response body bytes in what the server wrote.
+fn data_len<'a>(out: impl IntoIterator<Item = &'a Out>) -> usize {
+    out.into_iter()
+        .map(|o| {
+            if let Out::Data(_, d, _) = o {
+                d.len()
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
 fn events(c: &mut Connection) -> Vec<Event> {
     std::iter::from_fn(|| c.poll_event()).collect()
 }
@@ -287,9 +308,7 @@ fn request_body_flow_control_and_window_updates() {
         &client.request(1, "POST", "/up", &[("content-length", "60")], false),
     )
     .unwrap();
-    let mut data = Vec::new();
-    frame::write_data_head(1, 30, false, &mut data);
-    data.extend_from_slice(&[b'x'; 30]);
+    let data = data_frame(1, &[b'x'; 30], false);
     feed(&mut c, &data).unwrap();
     let ev = events(&mut c);
     assert!(
@@ -301,9 +320,7 @@ fn request_body_flow_control_and_window_updates() {
     // 30 >= 40 / 2: the stream's window reopens; the connection's (at half of 65,535) not yet.
     assert_eq!(client.read(c.output(usize::MAX)), [Out::Window(1, 30)]);
 
-    let mut data = Vec::new();
-    frame::write_data_head(1, 30, true, &mut data);
-    data.extend_from_slice(&[b'y'; 30]);
+    let data = data_frame(1, &[b'y'; 30], true);
     feed(&mut c, &data).unwrap();
     assert!(matches!(
         &events(&mut c)[..],
@@ -319,9 +336,7 @@ fn request_body_flow_control_and_window_updates() {
     // Past the stream's window: a stream error, and the application hears of it.
     feed(&mut c, &client.request(3, "POST", "/up", &[], false)).unwrap();
     events(&mut c);
-    let mut data = Vec::new();
-    frame::write_data_head(3, 41, false, &mut data);
-    data.extend_from_slice(&[b'z'; 41]);
+    let data = data_frame(3, &[b'z'; 41], false);
     feed(&mut c, &data).unwrap();
     assert!(matches!(
         &events(&mut c)[..],
@@ -344,8 +359,7 @@ fn request_body_flow_control_and_window_updates() {
     feed(&mut c, &client.request(1, "POST", "/up", &[], false)).unwrap();
     let mut data = Vec::new();
     for _ in 0..4 {
-        frame::write_data_head(1, 16_384, false, &mut data);
-        data.extend_from_slice(&[b'w'; 16_384]);
+        data.extend(data_frame(1, &[b'w'; 16_384], false));
     }
     assert_eq!(
         feed(&mut c, &data).unwrap_err().reason,
@@ -359,8 +373,7 @@ fn the_connection_window_reopens_at_half() {
     feed(&mut c, &client.request(1, "POST", "/up", &[], false)).unwrap();
     let mut data = Vec::new();
     for _ in 0..33 {
-        frame::write_data_head(1, 16_384, false, &mut data);
-        data.extend_from_slice(&[b'w'; 16_384]);
+        data.extend(data_frame(1, &[b'w'; 16_384], false));
     }
     feed(&mut c, &data).unwrap();
     let n: usize = events(&mut c)
@@ -428,17 +441,7 @@ fn connection_window_is_shared_and_output_respects_the_limit() {
     events(&mut c);
     // 65,535 bytes of connection window in all, in frames of at most 16,384.
     let out = client.read(c.output(usize::MAX));
-    let sent: usize = out
-        .iter()
-        .map(|o| {
-            if let Out::Data(_, d, _) = o {
-                d.len()
-            } else {
-                0
-            }
-        })
-        .sum();
-    assert_eq!(sent, 65_535);
+    assert_eq!(data_len(&out), 65_535);
     assert!(out
         .iter()
         .all(|o| !matches!(o, Out::Data(_, d, _) if d.len() > 16_384)));
@@ -453,18 +456,7 @@ fn connection_window_is_shared_and_output_respects_the_limit() {
     let first = client.read(c.output(1));
     assert_eq!(first.len(), 1);
     let rest = client.read(c.output(usize::MAX));
-    let sent: usize = first
-        .iter()
-        .chain(&rest)
-        .map(|o| {
-            if let Out::Data(_, d, _) = o {
-                d.len()
-            } else {
-                0
-            }
-        })
-        .sum();
-    assert_eq!(sent, 14_465);
+    assert_eq!(data_len(first.iter().chain(&rest)), 14_465);
     assert_eq!(c.active_streams(), 0);
 }
 
@@ -502,9 +494,7 @@ fn malformed_requests_reset_only_their_stream() {
         &client.request(7, "POST", "/", &[("content-length", "2")], false),
     )
     .unwrap();
-    let mut data = Vec::new();
-    frame::write_data_head(7, 3, true, &mut data);
-    data.extend_from_slice(b"abc");
+    let data = data_frame(7, b"abc", true);
     feed(&mut c, &data).unwrap();
     assert!(matches!(
         &events(&mut c)[..],
@@ -663,9 +653,7 @@ fn stream_id_rules() {
     );
 
     let (mut c, _) = open(Config::default());
-    let mut v = Vec::new();
-    frame::write_data_head(1, 1, true, &mut v);
-    v.push(b'x');
+    let v = data_frame(1, b"x", true);
     assert_eq!(
         feed(&mut c, &v).unwrap_err().reason,
         Reason::PROTOCOL_ERROR,
@@ -714,9 +702,7 @@ fn an_early_complete_response_stops_the_upload() {
     let out = client.read(c.output(usize::MAX));
     assert_eq!(out[1], Out::Rst(1, Reason::NO_ERROR));
     // Data already on its way is ignored, and its window given back.
-    let mut v = Vec::new();
-    frame::write_data_head(1, 5, false, &mut v);
-    v.extend_from_slice(b"12345");
+    let v = data_frame(1, b"12345", false);
     feed(&mut c, &v).unwrap();
     assert!(events(&mut c).is_empty());
     assert_eq!(c.active_streams(), 0);
